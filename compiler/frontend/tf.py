@@ -1,0 +1,226 @@
+"""Import a frozen TensorFlow graph into the IR, op by op, through one handler table.
+
+Every TF op with no handler is collected and reported at once, each with its
+node name, before anything is built.  Control flow and string ops are refused
+with a reason.  Inputs keep their signature names and dtypes; unknown input
+dims become the symbols ``batch`` (dim 0) and ``seq`` (dim 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..diagnostics import BertcError
+from ..ir.graph import Graph, Loc, Value
+from ..ir.registry import OpError
+from ..ir.types import TensorType, dtype_of
+from .tf_loader import FrozenModel, load_model
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["ImportContext", Any, list[Value]], "Value | list[Value] | None"]
+HANDLERS: dict[str, Handler] = {}
+
+CONTROL_FLOW = {"While", "StatelessWhile", "If", "StatelessIf", "Switch", "Merge", "Enter", "Exit",
+                "NextIteration", "LoopCond", "Case", "StatelessCase", "PartitionedCall",
+                "StatefulPartitionedCall"}
+DIM_SYMBOLS = {0: "batch", 1: "seq"}
+
+
+def handler(*tf_ops: str):
+    """Register a function as the handler of one or more TF op types."""
+    def deco(fn: Handler) -> Handler:
+        for name in tf_ops:
+            HANDLERS[name] = fn
+        return fn
+    return deco
+
+
+_CALL_PREFIX = re.compile(r"^((Stateful)?PartitionedCall(_\d+)?/)+")
+
+
+def clean_name(node_name: str) -> str:
+    """A TF node name without the call-op prefixes that function inlining adds."""
+    return _CALL_PREFIX.sub("", node_name)
+
+
+class ImportContext:
+    """What a handler sees: the graph under construction and the current node."""
+
+    def __init__(self, graph: Graph, weight_names: dict[str, str] | None = None) -> None:
+        self.graph = graph
+        self.node: Any = None
+        self.weight_names = weight_names or {}
+
+    @property
+    def name(self) -> str:
+        return clean_name(self.node.name)
+
+    @property
+    def loc(self) -> Loc:
+        return Loc.of(self.name)
+
+    def emit(self, kind: str, operands: list[Value], attrs: dict | None = None, name: str | None = None) -> Value:
+        op = self.graph.add(kind, operands, attrs, self.loc, name or _hint(self.name))
+        return op.results[0]
+
+    def const(self, value, name: str | None = None) -> Value:
+        """A constant; frozen weights keep their variable's name, as name and location."""
+        weight = self.weight_names.get(self.node.name)
+        loc = Loc.of(weight) if weight and name is None else self.loc
+        return self.graph.const(value, name or weight or self.name, loc)
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        if key not in self.node.attr:
+            return default
+        a = self.node.attr[key]
+        kind = a.WhichOneof("value")
+        if kind == "list":
+            lst = a.list
+            return list(lst.i) or list(lst.f) or [x.decode() for x in lst.s] or list(lst.type)
+        if kind == "s":
+            return a.s.decode()
+        if kind == "type":
+            return _dtype_name(a.type)
+        return getattr(a, kind) if kind else default
+
+    def const_of(self, v: Value) -> np.ndarray:
+        """The compile-time value of an operand that TF semantics need constant (axes, perms …)."""
+        c = v.const_value()
+        if c is None and v.sym is not None and all(isinstance(d, int) for d in v.sym):
+            c = np.asarray(v.sym)
+            if v.type.rank == 0:
+                c = c.reshape(())
+        if c is None:
+            raise OpError(f"{self.node.op} '{self.node.name}' needs operand %{v.name} to be a constant")
+        return c
+
+
+def _hint(node_name: str) -> str:
+    parts = node_name.split("/")
+    return parts[-1] if len(parts) == 1 or not parts[-2] else f"{parts[-2]}_{parts[-1]}"
+
+
+def _dtype_name(tf_enum: int) -> str:
+    import tensorflow as tf
+
+    return dtype_of(np.dtype(tf.dtypes.as_dtype(tf_enum).as_numpy_dtype))
+
+
+def _reachable(nodes: dict[str, Any], outputs: list[str]) -> list[str]:
+    """Node names the outputs depend on (data edges only), in topological order."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+    for root in outputs:
+        stack = [(root, False)]
+        while stack:
+            name, done = stack.pop()
+            if done:
+                state[name] = 2
+                order.append(name)
+                continue
+            if state.get(name):
+                continue
+            state[name] = 1
+            stack.append((name, True))
+            for inp in nodes[name].input:
+                if inp.startswith("^"):
+                    continue
+                src = inp.split(":")[0]
+                if src not in nodes:
+                    raise BertcError(f"node '{name}' reads '{src}', which is not in the graph.")
+                if not state.get(src):
+                    stack.append((src, False))
+    return order
+
+
+def _refuse(node) -> str | None:
+    if node.op in CONTROL_FLOW:
+        return ("control flow is not supported (BERT inference has none); export the model "
+                "without loops or conditionals")
+    if any(a.type == 7 for k, a in node.attr.items() if k in ("T", "dtype", "DstT", "SrcT", "out_type")):
+        return "string ops are not supported; export a model that takes token ids, not text"
+    return None
+
+
+def import_frozen(model: FrozenModel) -> Graph:
+    from . import tf_ops  # noqa: F401  (fills HANDLERS)
+
+    nodes = {n.name: n for n in model.graph_def.node}
+    order = _reachable(nodes, [o.node for o in model.outputs])
+    placeholder_names = {i.node for i in model.inputs}
+    unsupported: dict[str, list[str]] = defaultdict(list)
+    refused: list[str] = []
+    for name in order:
+        node = nodes[name]
+        if node.op == "Placeholder" and name in placeholder_names:
+            continue
+        why = _refuse(node)
+        if why:
+            refused.append(f"  {node.op} at '{name}': {why}")
+        elif node.op not in HANDLERS:
+            unsupported[node.op].append(name)
+    if refused or unsupported:
+        raise BertcError(_unsupported_message(model.source, refused, unsupported),
+                         "Report it, or write a handler: see docs/writing-a-pass.md. "
+                         "`bertc inspect` works on every model that imports.")
+
+    graph = Graph("main")
+    env: dict[str, list[Value]] = {}
+    for spec in model.inputs:
+        shape = spec.shape if spec.shape is not None else []
+        dims = tuple(d if d is not None else DIM_SYMBOLS.get(i, f"d{i}") for i, d in enumerate(shape))
+        env[spec.node] = [graph.add_input(spec.name, TensorType(dtype_of(np.dtype(spec.dtype)), dims))]
+    ctx = ImportContext(graph, model.weight_names)
+    for name in order:
+        if name in env:
+            continue
+        node = nodes[name]
+        ctx.node = node
+        ins = []
+        for inp in node.input:
+            if inp.startswith("^"):
+                continue
+            src, _, idx = inp.partition(":")
+            ins.append(env[src][int(idx or 0)])
+        try:
+            out = HANDLERS[node.op](ctx, node, ins)
+        except OpError as e:
+            raise BertcError(f"{model.source}: cannot import {node.op} '{name}': {e}") from None
+        env[name] = out if isinstance(out, list) else [out]
+    for spec in model.outputs:
+        graph.outputs[spec.name] = env[spec.node][spec.index]
+    return graph
+
+
+def _unsupported_message(source: str, refused: list[str], unsupported: dict[str, list[str]]) -> str:
+    lines = [f"{source}: the model uses TensorFlow ops bertc cannot import:"]
+    lines += refused
+    for op, names in sorted(unsupported.items()):
+        shown = ", ".join(f"'{n}'" for n in names[:5])
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        lines.append(f"  {op} ({len(names)}x): {shown}{more}")
+    return "\n".join(lines)
+
+
+def import_model(path: str | Path, signature: str = "serving_default", inputs: list[str] | None = None,
+                 outputs: list[str] | None = None, *, canonicalize: bool = True) -> tuple[Graph, FrozenModel]:
+    """Load, freeze and import a model; by default also run the canonical cleanup passes."""
+    model = load_model(path, signature, inputs, outputs)
+    graph = import_frozen(model)
+    if canonicalize:
+        from ..pass_manager import PassManager, parse_pipeline
+
+        PassManager(parse_pipeline(CANONICALIZE)).run(graph)
+    return graph, model
+
+
+# What every import runs after translation: fold the shape arithmetic, merge
+# duplicates, and recognise layer norm and GELU.
+CANONICALIZE = "fold_constants,simplify_shapes,fold_constants,cse,fuse_layer_norm,fuse_gelu,dce"

@@ -1,0 +1,206 @@
+"""Load a TensorFlow model and freeze it into one GraphDef.
+
+Accepts a SavedModel directory (a signature, ``serving_default`` by default),
+a frozen GraphDef ``.pb`` (with input and output node names) or a Keras
+``.keras`` file.  Variables become constants and functions are inlined
+(``convert_variables_to_constants_v2``), so the importer sees one flat graph.
+Every way this can go wrong becomes a ``BertcError`` that names the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..diagnostics import BertcError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@dataclass
+class TensorSpecInfo:
+    name: str  # the user-facing name (signature key)
+    node: str  # the placeholder / output node name in the GraphDef
+    index: int  # output index of that node
+    dtype: str  # numpy dtype name
+    shape: list[int | None] | None
+
+
+@dataclass
+class FrozenModel:
+    graph_def: object  # tf.compat.v1.GraphDef
+    inputs: list[TensorSpecInfo]
+    outputs: list[TensorSpecInfo]
+    source: str
+    function: object = None  # a callable running the original model, for verification
+    weight_names: dict[str, str] | None = None  # frozen const node -> the variable's name
+
+
+def _tf():
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+def load_model(path: str | Path, signature: str = "serving_default", inputs: list[str] | None = None,
+               outputs: list[str] | None = None) -> FrozenModel:
+    path = Path(path)
+    if not path.exists():
+        raise BertcError(f"{path}: no such file or directory.",
+                         "Pass a SavedModel directory, a frozen GraphDef .pb or a .keras file.")
+    if path.is_dir():
+        return load_saved_model(path, signature)
+    if path.suffix == ".keras":
+        return load_keras(path)
+    if path.suffix in (".pb", ".pbtxt"):
+        return load_graph_def(path, inputs, outputs)
+    raise BertcError(f"{path}: not a model bertc can read.",
+                     "Pass a SavedModel directory, a frozen GraphDef .pb (with --inputs/--outputs) or a .keras file.")
+
+
+def load_saved_model(path: Path, signature: str = "serving_default") -> FrozenModel:
+    if not (path / "saved_model.pb").exists() and not (path / "saved_model.pbtxt").exists():
+        raise BertcError(f"{path}: this directory is not a SavedModel (it has no saved_model.pb).",
+                         "Export one with tf.saved_model.save(model, DIR) or model.export(DIR).")
+    tf = _tf()
+    try:
+        obj = tf.saved_model.load(str(path))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise BertcError(f"{path}: TensorFlow could not load this SavedModel ({first}).",
+                         "The file may be corrupt or truncated; export it again.") from None
+    sigs = dict(obj.signatures)
+    if signature not in sigs:
+        avail = ", ".join(sigs) or "none"
+        raise BertcError(f"{path}: the SavedModel has no signature '{signature}'.{did_you_mean(signature, sigs)}",
+                         f"Its signatures: {avail}. Choose one with --signature NAME.")
+    fn = sigs[signature]
+    return _freeze(fn, str(path), obj)
+
+
+def _freeze(fn, source: str, keepalive=None) -> FrozenModel:
+    tf = _tf()
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    try:
+        frozen = convert_variables_to_constants_v2(fn)
+    except Exception as e:
+        raise BertcError(f"{source}: freezing the model's variables failed: {str(e).splitlines()[0][:300]}") from None
+    graph_def = frozen.graph.as_graph_def()
+    weight_names = _variable_names(fn)
+    _, kw_specs = fn.structured_input_signature
+    placeholders = [t for t in frozen.inputs if t.dtype != tf.resource]
+    specs = list(kw_specs.items()) if kw_specs else [(t.name.split(":")[0], None) for t in placeholders]
+    by_node = {t.name.split(":")[0]: t for t in placeholders}
+    ins: list[TensorSpecInfo] = []
+    for i, (key, spec) in enumerate(specs):
+        tensor = by_node.get(getattr(spec, "name", None) or key)
+        if tensor is None and i < len(placeholders):
+            tensor = placeholders[i]
+        if tensor is None:
+            raise BertcError(f"{source}: cannot find the placeholder of input '{key}'.")
+        shape = tensor.shape.as_list() if tensor.shape.rank is not None else None
+        ins.append(TensorSpecInfo(key, tensor.name.split(":")[0], 0, tensor.dtype.as_numpy_dtype.__name__, shape))
+    out_struct = fn.structured_outputs
+    if isinstance(out_struct, dict):
+        keys = sorted(out_struct)
+    else:
+        keys = [f"output_{i}" for i in range(len(frozen.outputs))]
+    outs: list[TensorSpecInfo] = []
+    for key, tensor in zip(keys, frozen.outputs):
+        node, _, idx = tensor.name.partition(":")
+        shape = tensor.shape.as_list() if tensor.shape.rank is not None else None
+        outs.append(TensorSpecInfo(key, node, int(idx or 0), tensor.dtype.as_numpy_dtype.__name__, shape))
+
+    def run(**feeds):
+        res = fn(**{k: tf.constant(v) for k, v in feeds.items()})
+        return {k: v.numpy() for k, v in res.items()} if isinstance(res, dict) else res
+
+    run.keepalive = keepalive  # the loaded object owns the variables fn reads
+    return FrozenModel(graph_def, ins, outs, source, run, weight_names)
+
+
+def _variable_names(fn) -> dict[str, str]:
+    """Freezing names each weight after the function's capture placeholder
+    ("unknown_39"); map those back to the variables' own names."""
+    by_handle = {id(v.handle): v.name.split(":")[0] for v in getattr(fn, "variables", ())}
+    names: dict[str, str] = {}
+    for external, internal in getattr(fn.graph, "captures", ()):
+        name = by_handle.get(id(external))
+        if name:
+            names[internal.name.split(":")[0]] = name
+    return names
+
+
+def load_keras(path: Path) -> FrozenModel:
+    tf = _tf()
+    import keras
+
+    try:
+        model = keras.saving.load_model(str(path), compile=False)
+    except Exception as e:
+        raise BertcError(f"{path}: Keras could not load this file ({str(e).splitlines()[0][:300]}).") from None
+    specs = {}
+    model_inputs = model.inputs if isinstance(model.inputs, list) else [model.inputs]
+    for t in model_inputs:
+        specs[t.name] = tf.TensorSpec([None] * len(t.shape), t.dtype, name=t.name)
+
+    @tf.function(input_signature=[specs])
+    def serve(features):
+        out = model(features if len(specs) > 1 else next(iter(features.values())), training=False)
+        return out if isinstance(out, dict) else {"output_0": out}
+
+    fn = serve.get_concrete_function()
+    frozen = _freeze(fn, str(path), model)
+    return frozen
+
+
+def load_graph_def(path: Path, inputs: list[str] | None, outputs: list[str] | None) -> FrozenModel:
+    tf = _tf()
+    if not inputs or not outputs:
+        raise BertcError(f"{path}: a frozen GraphDef needs --inputs and --outputs node names.",
+                         "For example: --inputs input_ids,attention_mask --outputs logits")
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        data = path.read_bytes()
+        if path.suffix == ".pbtxt":
+            from google.protobuf import text_format
+
+            text_format.Parse(data.decode(), graph_def)
+        else:
+            graph_def.ParseFromString(data)
+    except Exception as e:
+        raise BertcError(f"{path}: not a valid GraphDef ({type(e).__name__}).",
+                         "The file may be corrupt; freeze the model again.") from None
+    nodes = {n.name: n for n in graph_def.node}
+    ins = []
+    for name in inputs:
+        node, _, idx = name.partition(":")
+        if node not in nodes:
+            raise BertcError(f"{path}: no input node '{node}'.{did_you_mean(node, nodes)}")
+        n = nodes[node]
+        dtype = tf.dtypes.as_dtype(n.attr["dtype"].type).as_numpy_dtype.__name__
+        shape = None
+        if "shape" in n.attr and not n.attr["shape"].shape.unknown_rank:
+            shape = [d.size if d.size >= 0 else None for d in n.attr["shape"].shape.dim]
+        ins.append(TensorSpecInfo(node, node, int(idx or 0), dtype, shape))
+    outs = []
+    for name in outputs:
+        node, _, idx = name.partition(":")
+        if node not in nodes:
+            raise BertcError(f"{path}: no output node '{node}'.{did_you_mean(node, nodes)}")
+        outs.append(TensorSpecInfo(node, node, int(idx or 0), "float32", None))
+
+    def run(**feeds):
+        fn = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
+        pruned = fn.prune([fn.graph.get_tensor_by_name(f"{i.node}:{i.index}") for i in ins],
+                          [fn.graph.get_tensor_by_name(f"{o.node}:{o.index}") for o in outs])
+        res = pruned(*[tf.constant(feeds[i.name]) for i in ins])
+        return {o.name: r.numpy() for o, r in zip(outs, res)}
+
+    return FrozenModel(graph_def, ins, outs, str(path), run)

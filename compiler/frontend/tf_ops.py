@@ -1,0 +1,433 @@
+"""The TF op -> IR handler table.
+
+Each handler receives the import context, the TF NodeDef and its already
+imported operands, and returns the IR value(s) for the node's outputs.  TF
+idioms with no core op (StridedSlice masks, transpose_b, SquaredDifference,
+Pack) are spelled with core ops here, so passes and targets never see them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Value
+from ..ir.registry import OpError
+from .tf import ImportContext, handler
+
+INT_MAX = 2**63 - 1
+
+
+# ------------------------------------------------------------------ plumbing
+@handler("Identity", "StopGradient", "PreventGradient", "Snapshot", "EnsureShape", "CheckNumerics")
+def _identity(ctx: ImportContext, node, ins):
+    return ins[0]
+
+
+@handler("IdentityN")
+def _identity_n(ctx, node, ins):
+    return list(ins)
+
+
+@handler("Const")
+def _const(ctx, node, ins):
+    from tensorflow.python.framework import tensor_util
+
+    return ctx.const(tensor_util.MakeNdarray(node.attr["value"].tensor))
+
+
+@handler("Placeholder")
+def _placeholder(ctx, node, ins):
+    raise OpError(f"placeholder '{node.name}' is not an input of the chosen signature")
+
+
+# ------------------------------------------------------------------ elementwise
+_BINARY = {"Add": "add", "AddV2": "add", "BiasAdd": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "div",
+           "Div": "div", "FloorDiv": "div", "Maximum": "maximum", "Minimum": "minimum", "Pow": "pow",
+           "Equal": "equal", "NotEqual": "not_equal", "Less": "less", "LessEqual": "less_equal",
+           "Greater": "greater", "GreaterEqual": "greater_equal", "LogicalAnd": "logical_and",
+           "LogicalOr": "logical_or"}
+_UNARY = {"Neg": "neg", "Abs": "abs", "Sqrt": "sqrt", "Rsqrt": "rsqrt", "Exp": "exp", "Log": "log",
+          "Tanh": "tanh", "Erf": "erf", "Sigmoid": "sigmoid", "Relu": "relu", "Reciprocal": "reciprocal",
+          "Inv": "reciprocal", "LogicalNot": "logical_not"}
+
+
+@handler(*_BINARY)
+def _binary(ctx, node, ins):
+    if node.op == "BiasAdd" and ctx.attr("data_format", "NHWC") != "NHWC":
+        raise OpError("BiasAdd with data_format NCHW is not supported")
+    return ctx.emit(_BINARY[node.op], ins[:2])
+
+
+@handler(*_UNARY)
+def _unary(ctx, node, ins):
+    return ctx.emit(_UNARY[node.op], ins)
+
+
+@handler("AddN")
+def _add_n(ctx, node, ins):
+    acc = ins[0]
+    for v in ins[1:]:
+        acc = ctx.emit("add", [acc, v])
+    return acc
+
+
+@handler("SquaredDifference")
+def _squared_difference(ctx, node, ins):
+    d = ctx.emit("sub", ins)
+    return ctx.emit("mul", [d, d])
+
+
+@handler("Square")
+def _square(ctx, node, ins):
+    return ctx.emit("mul", [ins[0], ins[0]])
+
+
+@handler("Erfc")
+def _erfc(ctx, node, ins):
+    """erfc(x) = 1 - erf(x): exact algebra, and every target has erf."""
+    one = ctx.const(np.ones((), _np(ins[0])), ctx.name + "/one")
+    return ctx.emit("sub", [one, ctx.emit("erf", ins)])
+
+
+def _np(v: Value):
+    from ..ir.types import np_dtype
+
+    return np_dtype(v.dtype)
+
+
+@handler("Softmax")
+def _softmax(ctx, node, ins):
+    return ctx.emit("softmax", ins, {"axis": -1})
+
+
+@handler("Cast")
+def _cast(ctx, node, ins):
+    return ctx.emit("cast", ins, {"to": ctx.attr("DstT")})
+
+
+@handler("Select", "SelectV2")
+def _select(ctx, node, ins):
+    c, x, y = ins
+    if node.op == "Select" and c.type.rank == 1 and x.type.rank > 1:
+        c = ctx.emit("reshape", [c], {"shape": [-1] + [1] * (x.type.rank - 1)})
+    return ctx.emit("where", [c, x, y])
+
+
+@handler("ZerosLike", "OnesLike")
+def _fill_like(ctx, node, ins):
+    x = ins[0]
+    value = ctx.const(np.zeros((), _np(x)) if node.op == "ZerosLike" else np.ones((), _np(x)))
+    return ctx.emit("expand", [value, ctx.emit("shape", [x])])
+
+
+# ------------------------------------------------------------------ linear algebra
+def _swap_last(ctx, v: Value) -> Value:
+    perm = list(range(v.type.rank))
+    perm[-2], perm[-1] = perm[-1], perm[-2]
+    return ctx.emit("transpose", [v], {"perm": perm})
+
+
+@handler("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
+def _matmul(ctx, node, ins):
+    a, b = ins
+    ta = ctx.attr("transpose_a") or ctx.attr("adj_x")
+    tb = ctx.attr("transpose_b") or ctx.attr("adj_y")
+    if ta:
+        a = _swap_last(ctx, a)
+    if tb:
+        b = _swap_last(ctx, b)
+    return ctx.emit("matmul", [a, b])
+
+
+@handler("Einsum")
+def _einsum(ctx, node, ins):
+    return ctx.emit("einsum", ins, {"equation": ctx.attr("equation")})
+
+
+@handler("Transpose")
+def _transpose(ctx, node, ins):
+    return ctx.emit("transpose", [ins[0]], {"perm": [int(p) for p in ctx.const_of(ins[1])]})
+
+
+# ------------------------------------------------------------------ shapes
+@handler("Shape")
+def _shape(ctx, node, ins):
+    return ctx.emit("shape", ins, {"dtype": ctx.attr("out_type", "i32")})
+
+
+@handler("ShapeN")
+def _shape_n(ctx, node, ins):
+    return [ctx.emit("shape", [v], {"dtype": ctx.attr("out_type", "i32")}) for v in ins]
+
+
+@handler("Size")
+def _size(ctx, node, ins):
+    s = ctx.emit("shape", ins, {"dtype": ctx.attr("out_type", "i32")})
+    return ctx.emit("reduce_prod", [s], {"axes": [0], "keepdims": False})
+
+
+@handler("Reshape")
+def _reshape(ctx, node, ins):
+    x, shape = ins
+    c = shape.const_value()
+    if c is not None and 0 not in c.reshape(-1).tolist():  # TF's 0 is a real 0, ONNX's copies
+        return ctx.emit("reshape", [x], {"shape": [int(d) for d in c.reshape(-1)]})
+    return ctx.emit("reshape", [x, shape])
+
+
+@handler("Squeeze")
+def _squeeze(ctx, node, ins):
+    x = ins[0]
+    axes = ctx.attr("squeeze_dims") or [i for i, d in enumerate(x.shape) if d == 1]
+    return ctx.emit("squeeze", [x], {"axes": [int(a) for a in axes]})
+
+
+@handler("ExpandDims")
+def _expand_dims(ctx, node, ins):
+    return ctx.emit("unsqueeze", [ins[0]], {"axes": [int(ctx.const_of(ins[1]).reshape(()))]})
+
+
+@handler("ConcatV2")
+def _concat(ctx, node, ins):
+    axis = int(ctx.const_of(ins[-1]).reshape(()))
+    if len(ins) == 2:
+        return ins[0]
+    return ctx.emit("concat", ins[:-1], {"axis": axis})
+
+
+@handler("Pack")
+def _pack(ctx, node, ins):
+    axis = ctx.attr("axis", 0)
+    parts = [ctx.emit("unsqueeze", [v], {"axes": [axis]}) for v in ins]
+    return parts[0] if len(parts) == 1 else ctx.emit("concat", parts, {"axis": axis})
+
+
+@handler("Unpack")
+def _unpack(ctx, node, ins):
+    x, axis = ins[0], ctx.attr("axis", 0)
+    outs = []
+    for i in range(ctx.attr("num")):
+        s = ctx.emit("slice", [x], {"starts": [i], "ends": [i + 1], "axes": [axis]})
+        outs.append(ctx.emit("squeeze", [s], {"axes": [axis]}))
+    return outs
+
+
+@handler("Fill")
+def _fill(ctx, node, ins):
+    dims, value = ins
+    c = dims.const_value()
+    if c is not None:
+        return ctx.emit("expand", [value], {"shape": [int(d) for d in c]})
+    return ctx.emit("expand", [value, dims])
+
+
+@handler("BroadcastTo")
+def _broadcast_to(ctx, node, ins):
+    return _fill(ctx, node, [ins[1], ins[0]])
+
+
+@handler("Tile")
+def _tile(ctx, node, ins):
+    c = ins[1].const_value()
+    if c is not None:
+        return ctx.emit("tile", [ins[0]], {"repeats": [int(r) for r in c]})
+    return ctx.emit("tile", ins)
+
+
+@handler("Range")
+def _range(ctx, node, ins):
+    dtype = ctx.attr("Tidx", ins[0].dtype)
+    vals = [v if v.dtype == dtype else ctx.emit("cast", [v], {"to": dtype}) for v in ins]
+    return ctx.emit("range", vals)
+
+
+@handler("GatherV2", "ResourceGather", "Gather")
+def _gather(ctx, node, ins):
+    axis = int(ctx.const_of(ins[2]).reshape(())) if len(ins) > 2 else 0
+    if ctx.attr("batch_dims", 0):
+        raise OpError("GatherV2 with batch_dims is not supported")
+    return ctx.emit("gather", ins[:2], {"axis": axis})
+
+
+@handler("OneHot")
+def _one_hot(ctx, node, ins):
+    idx, depth, on, off = ins
+    return ctx.emit("one_hot", [idx], {
+        "depth": int(ctx.const_of(depth).reshape(())), "on_value": float(ctx.const_of(on).reshape(())),
+        "off_value": float(ctx.const_of(off).reshape(())), "axis": ctx.attr("axis", -1),
+        "dtype": ctx.attr("T")})
+
+
+def _emit_slice(ctx, x: Value, items: list[tuple[int, int, object, int, int]], end_src: Value) -> Value:
+    """Emit one slice from (axis, start, end, step, index in end_src) items.
+
+    An end that is a symbol equal to the whole axis becomes INT_MAX; other
+    symbolic ends are read at run time from ``end_src`` (a gather of its
+    entries), and shape inference still knows them symbolically.
+    """
+    items = [it for it in items if not (it[1] == 0 and it[2] == INT_MAX and it[3] == 1)]
+    items = [(ax, s0, INT_MAX if not isinstance(e0, int) and e0 == x.shape[ax] and st == 1 else e0, st, src)
+             for ax, s0, e0, st, src in items]
+    if not items:
+        return x
+    axes = [it[0] for it in items]
+    steps = [it[3] for it in items]
+    attrs = {"axes": axes, "steps": steps if any(st != 1 for st in steps) else []}
+    starts = [it[1] for it in items]
+    if any(not isinstance(s0, int) for s0 in starts):
+        raise OpError("slicing from a start computed at run time is not supported")
+    if all(isinstance(it[2], int) for it in items):
+        return ctx.emit("slice", [x], {**attrs, "starts": starts, "ends": [it[2] for it in items]})
+    if not all(isinstance(it[2], str) for it in items):
+        raise OpError("slicing with a mix of constant and run-time ends is not supported")
+    idx = ctx.const(np.array([it[4] for it in items], np.int64), ctx.name + "/end_index")
+    ends = ctx.emit("gather", [end_src, idx], {"axis": 0})
+    if ends.dtype != "i64":
+        ends = ctx.emit("cast", [ends], {"to": "i64"})
+    return ctx.emit("slice", [x, ctx.const(np.array(starts, np.int64), ctx.name + "/starts"), ends], attrs)
+
+
+@handler("Slice")
+def _slice(ctx, node, ins):
+    x, begin, size = ins
+    b = [int(v) for v in ctx.const_of(begin)]
+    sz = size.sym
+    if sz is None:
+        raise OpError("Slice with a size computed at run time is not supported")
+    items = []
+    for i, (b0, s0) in enumerate(zip(b, sz)):
+        if s0 == -1:
+            items.append((i, b0, INT_MAX, 1, i))
+        elif isinstance(s0, int):
+            items.append((i, b0, b0 + s0, 1, i))
+        elif b0 == 0:
+            items.append((i, 0, s0, 1, i))
+        else:
+            raise OpError("Slice from a non-zero start with a symbolic size is not supported")
+    return _emit_slice(ctx, x, items, size)
+
+
+@handler("StridedSlice")
+def _strided_slice(ctx, node, ins):
+    """TF's masks, expanded to slice + squeeze (shrink) + unsqueeze (new axis)."""
+    x, begin, end, strides = ins
+    b, e = begin.sym, end.sym
+    st = [int(v) for v in ctx.const_of(strides)]
+    if b is None or e is None:
+        raise OpError("StridedSlice with begin/end computed at run time is not supported")
+    masks = {k: ctx.attr(k, 0) for k in ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
+                                          "shrink_axis_mask")}
+    items, shrink, new_axes = [], [], []
+    out_axis = 0
+    for kind, i, ax in _expand_ellipsis(len(b), x.type.rank, masks):
+        if kind == "new":
+            new_axes.append(out_axis)
+            out_axis += 1
+            continue
+        if kind == "full":
+            out_axis += 1
+            continue
+        s0 = 0 if masks["begin_mask"] >> i & 1 else b[i]
+        e0 = (INT_MAX if st[i] > 0 else -INT_MAX) if masks["end_mask"] >> i & 1 else e[i]
+        step = st[i]
+        if masks["shrink_axis_mask"] >> i & 1:
+            e0, step = (s0 + 1 if s0 != -1 else INT_MAX), 1
+            shrink.append(out_axis)
+        items.append((ax, s0, e0, step, i))
+        out_axis += 1
+    y = _emit_slice(ctx, x, items, end)
+    if shrink:
+        y = ctx.emit("squeeze", [y], {"axes": _shift_for_new(shrink, new_axes)})
+    if new_axes:
+        final = [a - sum(1 for s in shrink if s < a) for a in new_axes]
+        y = ctx.emit("unsqueeze", [y], {"axes": final})
+    return y
+
+
+def _shift_for_new(shrink: list[int], new_axes: list[int]) -> list[int]:
+    """Shrink positions counted in the output-with-new-axes, as positions before unsqueeze."""
+    return [a - sum(1 for n in new_axes if n < a) for a in shrink]
+
+
+def _expand_ellipsis(n_spec: int, rank: int, masks: dict) -> list[tuple[str, int, int]]:
+    """Map each slice-spec entry to ('slice'|'new', spec index, input axis), filling the ellipsis."""
+    out: list[tuple[str, int, int]] = []
+    n_real = sum(1 for i in range(n_spec) if not (masks["new_axis_mask"] >> i & 1)
+                 and not (masks["ellipsis_mask"] >> i & 1))
+    ax = 0
+    for i in range(n_spec):
+        if masks["ellipsis_mask"] >> i & 1:
+            for _ in range(rank - n_real):
+                out.append(("full", i, ax))
+                ax += 1
+        elif masks["new_axis_mask"] >> i & 1:
+            out.append(("new", i, ax))
+        else:
+            out.append(("slice", i, ax))
+            ax += 1
+    while ax < rank:
+        out.append(("full", -1, ax))
+        ax += 1
+    return out
+
+
+# ------------------------------------------------------------------ reductions and nn
+_REDUCE = {"Mean": "reduce_mean", "Sum": "reduce_sum", "Max": "reduce_max", "Min": "reduce_min",
+           "Prod": "reduce_prod"}
+
+
+@handler(*_REDUCE)
+def _reduce(ctx, node, ins):
+    x, axes = ins
+    rank = x.type.rank
+    ax = sorted({int(a) % rank for a in np.atleast_1d(ctx.const_of(axes))}) if rank else []
+    return ctx.emit(_REDUCE[node.op], [x], {"axes": ax, "keepdims": bool(ctx.attr("keep_dims", False))})
+
+
+@handler("Cumsum", "Cumprod")
+def _scan(ctx, node, ins):
+    return ctx.emit(node.op.lower(), [ins[0]], {"axis": int(ctx.const_of(ins[1]).reshape(())),
+                                                "exclusive": bool(ctx.attr("exclusive", False)),
+                                                "reverse": bool(ctx.attr("reverse", False))})
+
+
+@handler("ScatterNd")
+def _scatter_nd(ctx, node, ins):
+    idx, upd, shape = ins
+    c = shape.const_value()
+    if c is not None:
+        return ctx.emit("scatter_nd", [idx, upd], {"shape": [int(d) for d in c]})
+    return ctx.emit("scatter_nd", [idx, upd, shape])
+
+
+@handler("TensorScatterUpdate", "TensorScatterAdd")
+def _tensor_scatter(ctx, node, ins):
+    return ctx.emit("scatter_nd_update" if node.op == "TensorScatterUpdate" else "scatter_nd_add", ins)
+
+
+@handler("FusedBatchNormV3", "FusedBatchNorm")
+def _fused_batch_norm(ctx, node, ins):
+    """Inference batch norm: (x - mean) * scale / sqrt(var + eps) + offset, channels last.
+
+    With is_training=true (tf-keras' fused layer-norm trick) the statistics are
+    the batch moments over all axes but the channel axis.
+    """
+    x, scale, offset, mean, var = ins[:5]
+    eps = float(ctx.attr("epsilon", 1e-3))
+    fmt = ctx.attr("data_format", "NHWC")
+    ch = 1 if fmt.startswith("NC") else x.type.rank - 1
+    shape = [1] * x.type.rank
+    shape[ch] = -1
+    if ctx.attr("is_training", True):
+        axes = [a for a in range(x.type.rank) if a != ch]
+        mean = ctx.emit("reduce_mean", [x], {"axes": axes, "keepdims": True})
+        d = ctx.emit("sub", [x, mean])
+        var = ctx.emit("reduce_mean", [ctx.emit("mul", [d, d])], {"axes": axes, "keepdims": True})
+    else:
+        mean = ctx.emit("reshape", [mean], {"shape": shape})
+        var = ctx.emit("reshape", [var], {"shape": shape})
+        d = ctx.emit("sub", [x, mean])
+    inv = ctx.emit("rsqrt", [ctx.emit("add", [var, ctx.const(np.array(eps, np.float32))])])
+    y = ctx.emit("mul", [d, ctx.emit("mul", [inv, ctx.emit("reshape", [scale], {"shape": shape})])])
+    y = ctx.emit("add", [y, ctx.emit("reshape", [offset], {"shape": shape})])
+    return [y, mean, var, mean, var, mean]

@@ -1,0 +1,185 @@
+"""Tensor types of the IR: a dtype plus a shape whose dims are ints or symbols.
+
+A dimension is an ``int`` when it is known, or a ``str`` when it is symbolic.
+Symbols are products of named factors with an optional integer coefficient,
+kept in one canonical spelling so that equal dims compare equal as strings:
+``"batch"``, ``"seq"``, ``"batch*seq"``, ``"12*seq"``.  ``"?"`` is a dim that
+nothing is known about.  BERT only ever multiplies and divides dims (reshapes
+that merge or split batch and sequence), so a monomial is all we need.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Union
+
+import numpy as np
+
+Dim = Union[int, str]
+UNKNOWN = "?"
+
+# IR dtype name -> numpy dtype.  The short names are what the text form prints.
+DTYPES: dict[str, np.dtype] = {
+    "f16": np.dtype(np.float16),
+    "f32": np.dtype(np.float32),
+    "f64": np.dtype(np.float64),
+    "i8": np.dtype(np.int8),
+    "u8": np.dtype(np.uint8),
+    "i16": np.dtype(np.int16),
+    "i32": np.dtype(np.int32),
+    "i64": np.dtype(np.int64),
+    "bool": np.dtype(np.bool_),
+}
+_NP_TO_IR = {v: k for k, v in DTYPES.items()}
+
+FLOAT_DTYPES = frozenset({"f16", "f32", "f64"})
+INT_DTYPES = frozenset({"i8", "u8", "i16", "i32", "i64"})
+
+
+def dtype_of(array_or_dtype) -> str:
+    """The IR dtype name of a numpy array or numpy dtype."""
+    dt = np.dtype(getattr(array_or_dtype, "dtype", array_or_dtype))
+    try:
+        return _NP_TO_IR[dt]
+    except KeyError:
+        raise TypeError(f"dtype {dt} has no IR equivalent") from None
+
+
+def np_dtype(name: str) -> np.dtype:
+    return DTYPES[name]
+
+
+# --------------------------------------------------------------------------- dims
+
+_SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _split(dim: Dim) -> tuple[int, Counter]:
+    """A dim as (coefficient, Counter of symbol factors)."""
+    if isinstance(dim, (int, np.integer)):
+        return int(dim), Counter()
+    coef, factors = 1, Counter()
+    for part in dim.split("*"):
+        if part.isdigit():
+            coef *= int(part)
+        else:
+            factors[part] += 1
+    return coef, factors
+
+
+def _join(coef: int, factors: Counter) -> Dim:
+    names = sorted(n for n, k in factors.items() for _ in range(k))
+    if not names:
+        return coef
+    if coef == 1:
+        return "*".join(names)
+    return "*".join([str(coef), *names])
+
+
+def is_static(dim: Dim) -> bool:
+    return isinstance(dim, (int, np.integer))
+
+
+def dim_mul(a: Dim, b: Dim) -> Dim:
+    if a == UNKNOWN or b == UNKNOWN:
+        return UNKNOWN
+    ca, fa = _split(a)
+    cb, fb = _split(b)
+    if ca == 0 or cb == 0:
+        return 0
+    return _join(ca * cb, fa + fb)
+
+
+def dim_prod(dims: Iterable[Dim]) -> Dim:
+    out: Dim = 1
+    for d in dims:
+        out = dim_mul(out, d)
+    return out
+
+
+def dim_div(a: Dim, b: Dim) -> Dim:
+    """Exact quotient a / b, or UNKNOWN when it is not a monomial."""
+    if a == UNKNOWN or b == UNKNOWN:
+        return UNKNOWN
+    ca, fa = _split(a)
+    cb, fb = _split(b)
+    if cb == 0 or ca % cb or any(fa[n] < k for n, k in fb.items()):
+        return UNKNOWN
+    return _join(ca // cb, fa - fb)
+
+
+def valid_dim(dim: Dim) -> bool:
+    if isinstance(dim, (int, np.integer)):
+        return dim >= 0
+    if dim == UNKNOWN:
+        return True
+    return all(p.isdigit() or _SYMBOL.match(p) for p in dim.split("*"))
+
+
+def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
+    """Numpy broadcasting over symbolic shapes; raises ValueError when they clash."""
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = []
+    for i in range(rank):
+        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
+        known = [d for d in dims if d != 1]
+        if not known:
+            out.append(1)
+            continue
+        first = known[0]
+        for d in known[1:]:
+            if d != first and d != UNKNOWN and first != UNKNOWN:
+                raise ValueError(f"shapes {' and '.join(map(format_shape, shapes))} do not broadcast")
+        out.append(next((d for d in known if d != UNKNOWN), UNKNOWN))
+    return tuple(out)
+
+
+def format_shape(shape: tuple[Dim, ...]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """dtype + shape.  Shapes are tuples of dims; ``()`` is a scalar."""
+
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}")
+        object.__setattr__(self, "shape", tuple(int(d) if is_static(d) else d for d in self.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return all(is_static(d) for d in self.shape)
+
+    @property
+    def num_elements(self) -> Dim:
+        return dim_prod(self.shape)
+
+    def with_shape(self, shape: Iterable[Dim]) -> "TensorType":
+        return TensorType(self.dtype, tuple(shape))
+
+    def with_dtype(self, dtype: str) -> "TensorType":
+        return TensorType(dtype, self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}{format_shape(self.shape)}"
+
+    @staticmethod
+    def of(array: np.ndarray) -> "TensorType":
+        return TensorType(dtype_of(array), tuple(array.shape))
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    """A possibly negative axis as an index in [0, rank)."""
+    if not -rank <= axis < max(rank, 1):
+        raise ValueError(f"axis {axis} is out of range for rank {rank}")
+    return axis % rank if rank else 0

@@ -1,0 +1,3 @@
+"""The core op set.  Importing this package registers every op kind."""
+
+from . import core, elementwise, linalg, nn, shape_ops  # noqa: F401  (registration side effects)

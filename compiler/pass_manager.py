@@ -1,0 +1,306 @@
+"""Passes, their registry, pipeline strings, and the pass manager.
+
+A pass is a frozen dataclass whose fields are its options.  It is registered
+under the name of the file it lives in (``passes/fold_constants.py`` →
+``fold_constants``) unless it sets ``name``.  Pipelines are strings:
+
+    "fold_constants,prune_heads{ratio=0.25,criterion=magnitude}"
+
+The manager verifies the graph after every pass, times each pass, can dump the
+IR after each one, and on failure names the pass, the op, its location and the
+passes that ran before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import logging
+import pkgutil
+import sys
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .diagnostics import BertcError, did_you_mean
+from .ir.graph import Graph, Op
+from .ir.registry import OpError
+from .ir.verifier import VerifyError, verify
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PassContext:
+    """What passes may need beyond the graph: calibration data, a report to add to."""
+
+    calib: Any = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Base class.  Subclasses are frozen dataclasses; ``run`` says whether it changed the graph."""
+
+    name: ClassVar[str] = ""
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def options(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    def spec(self) -> str:
+        """This pass as pipeline text, with the options that differ from the defaults."""
+        opts = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+                if getattr(self, f.name) != f.default]
+        return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+_PASSES: dict[str, type[Pass]] = {}
+_DISCOVERED = False
+
+
+def register_pass(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: register a pass under its ``name`` or its module's file name."""
+    if not cls.__dict__.get("name"):
+        cls.name = cls.__module__.rsplit(".", 1)[-1]
+    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+        raise TypeError(f"pass {cls.__name__} must be a frozen dataclass")
+    _PASSES[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    """Import every module of ``bertc.passes`` and entry points in group ``bertc.passes``."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    from . import passes as pkg  # bertc.passes, which lives in passes/
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    try:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="bertc.passes"):
+            ep.load()
+    except Exception as e:  # a broken third-party plugin must not break bertc
+        log.warning("could not load a bertc.passes entry point: %s", e)
+
+
+def all_passes() -> dict[str, type[Pass]]:
+    _discover()
+    return dict(sorted(_PASSES.items()))
+
+
+def load_plugin(path: str | Path) -> list[str]:
+    """Import a user's ``my_passes.py`` so its ``@register_pass`` classes join the registry."""
+    path = Path(path)
+    if not path.is_file():
+        raise BertcError(f"plugin file {path} does not exist.", "Pass --plugin the path of a .py file.")
+    before = set(all_passes())
+    name = f"bertc_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise BertcError(f"plugin {path} failed to import: {type(e).__name__}: {e}") from e
+    return sorted(set(_PASSES) - before)
+
+
+# ------------------------------------------------------------------ pipelines
+def split_pipeline(text: str) -> list[tuple[str, str]]:
+    """'a,b{x=1,y=2}' -> [('a', ''), ('b', 'x=1,y=2')], honouring braces."""
+    items: list[tuple[str, str]] = []
+    depth, cur = 0, ""
+    for ch in text + ",":
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                raise BertcError(f"pipeline {text!r} has an unmatched '}}'.")
+        if ch == "," and depth == 0:
+            cur = cur.strip()
+            if cur:
+                name, _, opts = cur.partition("{")
+                if opts and not opts.endswith("}"):
+                    raise BertcError(f"pipeline item {cur!r}: options must close with '}}'.")
+                items.append((name.strip(), opts[:-1].strip()))
+            cur = ""
+        else:
+            cur += ch
+    if depth:
+        raise BertcError(f"pipeline {text!r} has an unclosed '{{'.")
+    return items
+
+
+def _convert(value: str, typ: Any, pass_name: str, opt: str) -> Any:
+    origin = typing.get_origin(typ)
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value.lower() in ("none", ""):
+            return None
+        typ = args[0]
+    if typing.get_origin(typ) is typing.Literal:
+        choices = typing.get_args(typ)
+        if value not in choices:
+            raise BertcError(f"option {opt}={value!r} of pass '{pass_name}' must be one of "
+                             f"{', '.join(map(str, choices))}.{did_you_mean(value, map(str, choices))}")
+        return value
+    try:
+        if typ is bool:
+            if value.lower() in ("true", "1", "yes"):
+                return True
+            if value.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(value)
+        if typ in (int, float, str):
+            return typ(value)
+    except ValueError:
+        raise BertcError(f"option {opt}={value!r} of pass '{pass_name}' should be "
+                         f"{getattr(typ, '__name__', typ)}.") from None
+    return value
+
+
+def parse_pipeline(text: str) -> list[Pass]:
+    """Build pass instances from a pipeline string; unknown names and options say what exists."""
+    registry = all_passes()
+    out: list[Pass] = []
+    for name, opts in split_pipeline(text):
+        if name not in registry:
+            raise BertcError(f"unknown pass '{name}'.{did_you_mean(name, registry)}",
+                             f"Known passes: {', '.join(registry)}. `bertc passes` describes each.")
+        cls = registry[name]
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for item in filter(None, (s.strip() for s in _split_options(opts))):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq:
+                raise BertcError(f"option '{item}' of pass '{name}' needs a value: {key}=VALUE.")
+            if key not in fields:
+                valid = ", ".join(fields) or "none"
+                raise BertcError(f"pass '{name}' has no option '{key}'.{did_you_mean(key, fields)}",
+                                 f"Its options: {valid}.")
+            kwargs[key] = _convert(value.strip(), hints[key], name, key)
+        try:
+            out.append(cls(**kwargs))
+        except (TypeError, ValueError) as e:
+            raise BertcError(f"pass '{name}': {e}") from None
+    return out
+
+
+def _split_options(opts: str) -> list[str]:
+    """Options split on commas outside quotes and nested braces (keep="0:1,2;3:4" works)."""
+    parts, cur, quote, depth = [], "", "", 0
+    for ch in opts:
+        if quote:
+            if ch == quote:
+                quote = ""
+            else:
+                cur += ch
+            continue
+        if ch in "\"'":
+            quote = ch
+            continue
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    parts.append(cur)
+    return parts
+
+
+# ------------------------------------------------------------------ running
+@dataclass
+class PassRecord:
+    name: str
+    spec: str
+    changed: bool
+    seconds: float
+    ops_before: int
+    ops_after: int
+
+
+class PassFailed(BertcError):
+    """A pass raised or left an invalid graph."""
+
+
+class PassManager:
+    """Runs passes in order, verifying after each, with timing and optional IR dumps."""
+
+    def __init__(self, passes: list[Pass], *, verify_each: bool = True, dump_dir: Path | None = None,
+                 print_after: bool = False) -> None:
+        self.passes = passes
+        self.verify_each = verify_each
+        self.dump_dir = Path(dump_dir) if dump_dir else None
+        self.print_after = print_after
+        self.records: list[PassRecord] = []
+        self._dumps = 0
+
+    def dump(self, graph: Graph, label: str) -> Path | None:
+        if self.dump_dir is None:
+            return None
+        from .ir.serialize import save
+
+        self.dump_dir.mkdir(parents=True, exist_ok=True)
+        path = self.dump_dir / f"{self._dumps:02d}_{label}.bir"
+        self._dumps += 1
+        save(graph, path)
+        return path
+
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> list[PassRecord]:
+        ctx = ctx or PassContext()
+        if self._dumps == 0:
+            self.dump(graph, "import")
+        for i, p in enumerate(self.passes):
+            before = len(graph.ops)
+            t0 = time.perf_counter()
+            try:
+                changed = bool(p.run(graph, ctx))
+                if self.verify_each:
+                    verify(graph)
+            except BertcError as e:
+                raise PassFailed(self._where(i, e.message), e.hint) from e
+            except (VerifyError, OpError) as e:
+                raise PassFailed(self._where(i, f"left an invalid graph: {e}"),
+                                 "This is a bug in the pass; --dump-ir DIR shows the IR it received.") from e
+            except Exception as e:
+                op = getattr(e, "op", None)
+                at = f" at {op.kind} {op.loc}" if isinstance(op, Op) else ""
+                raise PassFailed(self._where(i, f"raised {type(e).__name__}: {e}{at}"),
+                                 "This is a bug in the pass; --dump-ir DIR shows the IR it received.") from e
+            dt = time.perf_counter() - t0
+            self.records.append(PassRecord(p.name, p.spec(), changed, dt, before, len(graph.ops)))
+            log.info("pass %s: %s, %.3fs, %d -> %d ops", p.spec(), "changed" if changed else "no change",
+                     dt, before, len(graph.ops))
+            self.dump(graph, p.name)
+            if self.print_after:
+                from .ir.printer import print_graph
+
+                sys.stderr.write(f"// ----- IR after {p.spec()}\n{print_graph(graph)}")
+        return self.records
+
+    def _where(self, i: int, msg: str) -> str:
+        ran = ", ".join(p.spec() for p in self.passes[:i]) or "none"
+        return f"pass '{self.passes[i].spec()}' (#{i + 1} of {len(self.passes)}; ran before it: {ran}) {msg}"

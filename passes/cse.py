@@ -1,0 +1,59 @@
+"""Common-subexpression elimination: one op per (kind, operands, attributes).
+
+Keras graphs compute the same ``tf.shape`` slices and mask casts in every
+layer; after CSE each is computed once.  Constants are merged when their bytes
+are equal (only small ones, to keep hashing cheap on big models).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from bertc.ir import Graph, Op, get_op_def
+from bertc.pass_manager import Pass, PassContext, register_pass
+
+MAX_HASHED_CONST = 4096
+
+
+def _attr_key(v):
+    if isinstance(v, np.ndarray):
+        return (v.dtype.str, v.shape, hashlib.sha1(np.ascontiguousarray(v).tobytes()).hexdigest())
+    if isinstance(v, (list, tuple)):
+        return tuple(_attr_key(x) for x in v)
+    return v
+
+
+def op_key(op: Op):
+    if op.kind == "const":
+        value = op.attrs["value"]
+        if value.size > MAX_HASHED_CONST:
+            return None
+        return ("const", _attr_key(value))
+    attrs = tuple(sorted((k, _attr_key(v)) for k, v in op.attrs.items()))
+    return (op.kind, tuple(id(v) for v in op.operands), attrs)
+
+
+@register_pass
+@dataclass(frozen=True)
+class CommonSubexpressionElimination(Pass):
+    """Merge ops that compute the same thing from the same operands."""
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        seen: dict = {}
+        changed = False
+        for op in graph:
+            if not get_op_def(op.kind).pure:
+                continue
+            key = op_key(op)
+            if key is None:
+                continue
+            first = seen.get(key)
+            if first is None:
+                seen[key] = op
+                continue
+            graph.replace_op(op, first.results)
+            changed = True
+        return changed

@@ -1,0 +1,32 @@
+"""Identity removal: forward each identity's operand to its users."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bertc.ir import UNKNOWN, Graph
+from bertc.pass_manager import Pass, PassContext, register_pass
+
+
+@register_pass
+@dataclass(frozen=True)
+class RemoveIdentity(Pass):
+    """Remove identity ops (and casts to the same dtype, reshapes to the same shape)."""
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        changed = False
+        for op in graph:
+            src = op.operands[0] if op.operands else None
+            if src is None:
+                continue
+            trivial = (
+                op.kind == "identity"
+                or (op.kind == "cast" and op.attrs["to"] == src.dtype)
+                or (op.kind in ("reshape", "expand") and src.type == op.result.type
+                    and UNKNOWN not in src.shape)
+                or (op.kind == "transpose" and list(op.attrs["perm"]) == sorted(op.attrs["perm"]))
+            )
+            if trivial:
+                graph.replace_op(op, [src])
+                changed = True
+        return changed
