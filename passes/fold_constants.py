@@ -50,7 +50,7 @@ def fold_op(graph: Graph, op: Op) -> bool:
     if any(np.prod(r.type.shape, dtype=np.int64) > budget for r in op.results):
         return False
     outs = get_op_def(op.kind).run(op, inputs)
-    news = [graph.const(np.ascontiguousarray(o.astype(DTYPES[r.dtype], copy=False)),
+    news = [graph.const(np.array(o, dtype=DTYPES[r.dtype]),  # np.array keeps 0-d arrays 0-d
                         _name(op, i), op.loc, before=op) for i, (o, r) in enumerate(zip(outs, op.results))]
     graph.replace_op(op, news)
     return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bertc.ir import Graph, Op
+from bertc.ir import Graph, Loc, Op
 from bertc.ir.types import UNKNOWN, is_static
 from bertc.pass_manager import Pass, PassContext, register_pass
 
@@ -52,9 +52,33 @@ def _static(sym) -> list[int] | None:
     return [int(d) for d in sym] if sym is not None and all(is_static(d) for d in sym) else None
 
 
+def unflatten_matmul(graph: Graph, op: Op) -> Op | None:
+    """reshape(matmul(reshape(x, [-1, K]), W), x.shape[:-1] + [N]) -> matmul(x, W).
+
+    This is how ``tf.tensordot`` (Keras and Hugging Face Dense on 3-D inputs)
+    spells a matmul; matmul broadcasts over leading dims, so the flattening
+    reshapes are not needed and their run-time shape arithmetic goes too.
+    """
+    mm = op.operands[0].producer
+    if mm is None or mm.kind != "matmul" or len(op.operands[0].uses) != 1:
+        return None
+    flat, w = mm.operands
+    inner = flat.producer
+    if inner is None or inner.kind != "reshape" or w.type.rank != 2 or flat.type.rank != 2:
+        return None
+    x = inner.operands[0]
+    if x.type.rank < 2 or x.shape[-1] != flat.shape[-1] or x.shape[-1] == "?":
+        return None
+    if tuple(op.result.shape) != (*x.shape[:-1], w.shape[-1]):
+        return None
+    return graph.add("matmul", [x, w], {}, Loc.fused([inner.loc, mm.loc, op.loc]), mm.result.name, before=op)
+
+
 def simplify(graph: Graph, op: Op) -> bool:
     x = op.operands[0] if op.operands else None
-    if op.kind == "reshape" and len(op.operands) == 2 and op.operands[1].sym is not None:
+    if op.kind == "reshape" and (new := unflatten_matmul(graph, op)) is not None:
+        pass
+    elif op.kind == "reshape" and len(op.operands) == 2 and op.operands[1].sym is not None:
         target = relative_reshape(x.shape, op.operands[1].sym)
         if target is None:
             return False

@@ -223,4 +223,4 @@ def import_model(path: str | Path, signature: str = "serving_default", inputs: l
 
 # What every import runs after translation: fold the shape arithmetic, merge
 # duplicates, and recognise layer norm and GELU.
-CANONICALIZE = "fold_constants,simplify_shapes,fold_constants,cse,fuse_layer_norm,fuse_gelu,dce"
+CANONICALIZE = "fold_constants,remove_identity,simplify_shapes,fold_constants,cse,fuse_layer_norm,fuse_gelu,dce"

@@ -265,9 +265,12 @@ def _emit_slice(ctx, x: Value, items: list[tuple[int, int, object, int, int]], e
     symbolic ends are read at run time from ``end_src`` (a gather of its
     entries), and shape inference still knows them symbolically.
     """
+    def whole(ax, e0, st) -> bool:
+        dim = x.shape[ax]
+        return st == 1 and (e0 == dim or (isinstance(e0, int) and isinstance(dim, int) and e0 >= dim))
+
+    items = [(ax, s0, INT_MAX if whole(ax, e0, st) else e0, st, src) for ax, s0, e0, st, src in items]
     items = [it for it in items if not (it[1] == 0 and it[2] == INT_MAX and it[3] == 1)]
-    items = [(ax, s0, INT_MAX if not isinstance(e0, int) and e0 == x.shape[ax] and st == 1 else e0, st, src)
-             for ax, s0, e0, st, src in items]
     if not items:
         return x
     axes = [it[0] for it in items]

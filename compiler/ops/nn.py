@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.registry import Attr, OpError, define
-from ..ir.types import FLOAT_DTYPES, TensorType, normalize_axis
+from ..ir.types import FLOAT_DTYPES, TensorType, dim_prod, normalize_axis
 from ._util import axis_of, shape_arg, t, unknown_shape
 
 
@@ -52,19 +52,27 @@ def _reduce_type(op) -> TensorType:
     return x.with_shape(d for i, d in enumerate(x.shape) if i not in axes)
 
 
-def _reduction(name: str, fn, doc: str) -> None:
+def _reduction(name: str, fn, doc: str, sym=None) -> None:
     def kernel(attrs, x):
         return np.asarray(fn(x, axis=tuple(attrs["axes"]), keepdims=attrs["keepdims"])).astype(x.dtype)
 
     define(name, ("x",), _reduce_type, kernel,
-           attrs={"axes": Attr("ints"), "keepdims": Attr("bool", False)}, doc=doc)
+           attrs={"axes": Attr("ints"), "keepdims": Attr("bool", False)}, sym=sym, doc=doc)
+
+
+def _prod_sym(op):
+    """The element count of a shape vector (Tensordot's reshape targets)."""
+    x = op.operands[0].sym
+    if x is None or t(op).rank != 1:
+        return None
+    return [(dim_prod(x),)]
 
 
 _reduction("reduce_mean", np.mean, "mean over axes")
 _reduction("reduce_sum", np.sum, "sum over axes")
 _reduction("reduce_max", np.max, "max over axes")
 _reduction("reduce_min", np.min, "min over axes")
-_reduction("reduce_prod", np.prod, "product over axes")
+_reduction("reduce_prod", np.prod, "product over axes", sym=_prod_sym)
 
 
 # ------------------------------------------------------------------ scans

@@ -1,0 +1,63 @@
+"""What every target provides: a capability table and a one-to-one lowering.
+
+A target lowers a *legal* graph: every op kind (with its dtypes and attributes)
+is in its capability table.  What is not there, a legalization pass must have
+rewritten first; ``unsupported`` lists what is left so the CLI can say which
+op, where it came from, and which pass would rewrite it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..ir.graph import Graph, Op
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    op: Op
+    reason: str  # e.g. "einsum has no TFLite builtin", "scatter_nd indices must be i32"
+
+
+class LoweringError(Exception):
+    """A legal-looking op could not be lowered; names the op and its location."""
+
+    def __init__(self, op: Op, message: str) -> None:
+        self.op = op
+        super().__init__(f"cannot lower {op.kind} at {op.loc}: {message}")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # "onnx" | "tflite"
+    file_name: str  # "model.onnx"
+    # op kind -> None when every form is supported, or a check returning a reason
+    # string when the form at hand is not (dtype limits, attribute limits …)
+    capabilities: dict[str, Callable[[Op], str | None] | None]
+    lower: Callable[[Graph], bytes]
+
+    def unsupported(self, graph: Graph) -> list[Unsupported]:
+        out = []
+        for op in graph.ops:
+            if op.kind not in self.capabilities:
+                out.append(Unsupported(op, f"{op.kind} has no {self.name} equivalent"))
+                continue
+            check = self.capabilities[op.kind]
+            reason = check(op) if check else None
+            if reason:
+                out.append(Unsupported(op, reason))
+        return out
+
+
+def get_target(name: str) -> Target:
+    from ..diagnostics import BertcError, did_you_mean
+
+    if name == "onnx":
+        from .onnx import TARGET
+    elif name == "tflite":
+        from .tflite import TARGET
+    else:
+        raise BertcError(f"unknown target '{name}'.{did_you_mean(name, ['onnx', 'tflite', 'all'])}",
+                         "Targets: onnx, tflite, all.")
+    return TARGET
