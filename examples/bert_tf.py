@@ -83,9 +83,11 @@ class Dense(tf.Module):
 
     def __init__(self, init: _Init, n_in: int, n_out: int, name: str):
         super().__init__(name=name)
-        self.kernel = init.normal((n_in, n_out), "kernel")
-        self.bias = init.normal((n_out,), "bias")  # non-zero on purpose
+        with self.name_scope:  # variables are named by their module path: "encoder/layer_0/query/kernel"
+            self.kernel = init.normal((n_in, n_out), "kernel")
+            self.bias = init.normal((n_out,), "bias")  # non-zero on purpose
 
+    @tf.Module.with_name_scope  # ops are named by module path too: "layer_0/query/MatMul"
     def __call__(self, x):
         # tf.matmul broadcasts the rank-2 kernel over leading (batch) dims.
         return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
@@ -96,9 +98,11 @@ class LayerNorm(tf.Module):
 
     def __init__(self, init: _Init, size: int, name: str):
         super().__init__(name=name)
-        self.gamma = init.ones_ish((size,), "gamma")
-        self.beta = init.normal((size,), "beta", std=0.05)
+        with self.name_scope:
+            self.gamma = init.ones_ish((size,), "gamma")
+            self.beta = init.normal((size,), "beta", std=0.05)
 
+    @tf.Module.with_name_scope
     def __call__(self, x):
         mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
         normed = (x - mean) * tf.math.rsqrt(variance + LAYER_NORM_EPS)
@@ -120,20 +124,22 @@ class EncoderLayer(tf.Module):
         super().__init__(name=name)
         h = config.hidden
         self.heads, self.head_dim, self.gelu = config.heads, h // config.heads, config.gelu
-        self.query = Dense(init, h, h, "query")
-        self.key = Dense(init, h, h, "key")
-        self.value = Dense(init, h, h, "value")
-        self.attention_output = Dense(init, h, h, "attention_output")
-        self.attention_norm = LayerNorm(init, h, "attention_norm")
-        self.intermediate = Dense(init, h, config.ffn, "intermediate")
-        self.output = Dense(init, config.ffn, h, "output")
-        self.output_norm = LayerNorm(init, h, "output_norm")
+        with self.name_scope:
+            self.query = Dense(init, h, h, "query")
+            self.key = Dense(init, h, h, "key")
+            self.value = Dense(init, h, h, "value")
+            self.attention_output = Dense(init, h, h, "attention_output")
+            self.attention_norm = LayerNorm(init, h, "attention_norm")
+            self.intermediate = Dense(init, h, config.ffn, "intermediate")
+            self.output = Dense(init, config.ffn, h, "output")
+            self.output_norm = LayerNorm(init, h, "output_norm")
 
     def _split_heads(self, x, batch, seq):
         # [batch, seq, hidden] -> [batch, heads, seq, head_dim]
         x = tf.reshape(x, [batch, seq, self.heads, self.head_dim])
         return tf.transpose(x, [0, 2, 1, 3])
 
+    @tf.Module.with_name_scope
     def __call__(self, x, mask_bias):
         batch, seq = tf.shape(x)[0], tf.shape(x)[1]
         q = self._split_heads(self.query(x), batch, seq)
@@ -157,13 +163,14 @@ class BertClassifier(tf.Module):
         self.config = config
         init = _Init(config.seed)
         h = config.hidden
-        self.word_embeddings = init.normal((config.vocab, h), "word_embeddings")
-        self.position_embeddings = init.normal((config.max_positions, h), "position_embeddings")
-        self.token_type_embeddings = init.normal((config.type_vocab, h), "token_type_embeddings")
-        self.embedding_norm = LayerNorm(init, h, "embedding_norm")
-        self.encoder = [EncoderLayer(init, config, f"layer_{i}") for i in range(config.layers)]
-        self.pooler = Dense(init, h, h, "pooler")
-        self.classifier = Dense(init, h, config.labels, "classifier")
+        with self.name_scope:
+            self.word_embeddings = init.normal((config.vocab, h), "word_embeddings")
+            self.position_embeddings = init.normal((config.max_positions, h), "position_embeddings")
+            self.token_type_embeddings = init.normal((config.type_vocab, h), "token_type_embeddings")
+            self.embedding_norm = LayerNorm(init, h, "embedding_norm")
+            self.encoder = [EncoderLayer(init, config, f"layer_{i}") for i in range(config.layers)]
+            self.pooler = Dense(init, h, h, "pooler")
+            self.classifier = Dense(init, h, config.labels, "classifier")
 
         # The serving function: all three inputs are [batch, seq] with both
         # dimensions unknown, so one SavedModel serves any batch/length.

@@ -71,7 +71,7 @@ def unflatten_matmul(graph: Graph, op: Op) -> Op | None:
         return None
     if tuple(op.result.shape) != (*x.shape[:-1], w.shape[-1]):
         return None
-    return graph.add("matmul", [x, w], {}, Loc.fused([inner.loc, mm.loc, op.loc]), mm.result.name, before=op)
+    return graph.add("matmul", [x, w], {}, Loc.fused([mm.loc, inner.loc, op.loc]), mm.result.name, before=op)
 
 
 def simplify(graph: Graph, op: Op) -> bool:

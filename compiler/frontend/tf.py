@@ -142,10 +142,10 @@ def _reachable(nodes: dict[str, Any], outputs: list[str]) -> list[str]:
 
 def _refuse(node) -> str | None:
     if node.op in CONTROL_FLOW:
-        return ("control flow is not supported (BERT inference has none); export the model "
-                "without loops or conditionals")
+        return ("control flow (tf.while_loop, tf.cond) is not supported: BERT inference has none, "
+                "so export the model without loops or conditionals")
     if any(a.type == 7 for k, a in node.attr.items() if k in ("T", "dtype", "DstT", "SrcT", "out_type")):
-        return "string ops are not supported; export a model that takes token ids, not text"
+        return "string ops are not supported: export a model that takes token ids, not text"
     return None
 
 
@@ -155,21 +155,18 @@ def import_frozen(model: FrozenModel) -> Graph:
     nodes = {n.name: n for n in model.graph_def.node}
     order = _reachable(nodes, [o.node for o in model.outputs])
     placeholder_names = {i.node for i in model.inputs}
-    unsupported: dict[str, list[str]] = defaultdict(list)
-    refused: list[str] = []
+    problems: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for name in order:
         node = nodes[name]
         if node.op == "Placeholder" and name in placeholder_names:
             continue
-        why = _refuse(node)
+        why = _refuse(node) or (None if node.op in HANDLERS else NO_HANDLER)
         if why:
-            refused.append(f"  {node.op} at '{name}': {why}")
-        elif node.op not in HANDLERS:
-            unsupported[node.op].append(name)
-    if refused or unsupported:
-        raise BertcError(_unsupported_message(model.source, refused, unsupported),
-                         "Report it, or write a handler: see docs/writing-a-pass.md. "
-                         "`bertc inspect` works on every model that imports.")
+            problems[why][node.op].append(clean_name(name))
+    if problems:
+        raise BertcError(_unsupported_message(model.source, problems),
+                         "Re-export the model without these ops, or add a handler for each to "
+                         "bertc.frontend.tf_ops (docs/user-guide.md, 'Importing a new TF op').")
 
     graph = Graph("main")
     env: dict[str, list[Value]] = {}
@@ -199,13 +196,18 @@ def import_frozen(model: FrozenModel) -> Graph:
     return graph
 
 
-def _unsupported_message(source: str, refused: list[str], unsupported: dict[str, list[str]]) -> str:
+NO_HANDLER = "no handler in bertc"
+
+
+def _unsupported_message(source: str, problems: dict[str, dict[str, list[str]]]) -> str:
+    """All unimportable ops at once: grouped by reason, then by op, with node names."""
     lines = [f"{source}: the model uses TensorFlow ops bertc cannot import:"]
-    lines += refused
-    for op, names in sorted(unsupported.items()):
-        shown = ", ".join(f"'{n}'" for n in names[:5])
-        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-        lines.append(f"  {op} ({len(names)}x): {shown}{more}")
+    for why, ops in problems.items():
+        lines.append(f"  {why}:")
+        for op, names in sorted(ops.items()):
+            shown = ", ".join(f"'{n}'" for n in sorted(names)[:5])
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            lines.append(f"    {op} ({len(names)}x): {shown}{more}")
     return "\n".join(lines)
 
 
@@ -213,6 +215,19 @@ def import_model(path: str | Path, signature: str = "serving_default", inputs: l
                  outputs: list[str] | None = None, *, canonicalize: bool = True) -> tuple[Graph, FrozenModel]:
     """Load, freeze and import a model; by default also run the canonical cleanup passes."""
     model = load_model(path, signature, inputs, outputs)
+    graph = import_frozen(model)
+    if canonicalize:
+        from ..pass_manager import PassManager, parse_pipeline
+
+        PassManager(parse_pipeline(CANONICALIZE)).run(graph)
+    return graph, model
+
+
+def import_function(fn, *, canonicalize: bool = True) -> tuple[Graph, FrozenModel]:
+    """Import a concrete ``tf.function`` (tests and notebooks build models this way)."""
+    from .tf_loader import freeze_function
+
+    model = freeze_function(fn)
     graph = import_frozen(model)
     if canonicalize:
         from ..pass_manager import PassManager, parse_pipeline

@@ -9,8 +9,10 @@ Every way this can go wrong becomes a ``BertcError`` that names the file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +43,40 @@ class FrozenModel:
 
 
 def _tf():
+    """TensorFlow, imported without its C++ start-up chatter on stderr."""
+    if "tensorflow" not in sys.modules:
+        with _quiet_stderr():
+            import tensorflow  # noqa: F401
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     return tf
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (absl's 'All log messages before InitializeLog', oneDNN notes).
+
+    TF_CPP_MIN_LOG_LEVEL no longer covers them.  Only the import is wrapped, so
+    real errors later still reach the user; ``-v`` keeps everything.
+    """
+    if logging.getLogger("bertc").isEnabledFor(logging.INFO):
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def load_model(path: str | Path, signature: str = "serving_default", inputs: list[str] | None = None,
@@ -80,10 +112,11 @@ def load_saved_model(path: Path, signature: str = "serving_default") -> FrozenMo
         raise BertcError(f"{path}: the SavedModel has no signature '{signature}'.{did_you_mean(signature, sigs)}",
                          f"Its signatures: {avail}. Choose one with --signature NAME.")
     fn = sigs[signature]
-    return _freeze(fn, str(path), obj)
+    return freeze_function(fn, str(path), obj)
 
 
-def _freeze(fn, source: str, keepalive=None) -> FrozenModel:
+def freeze_function(fn, source: str = "<function>", keepalive=None) -> FrozenModel:
+    """Freeze a concrete function (a signature, or ``tf.function(...).get_concrete_function()``)."""
     tf = _tf()
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -106,6 +139,9 @@ def _freeze(fn, source: str, keepalive=None) -> FrozenModel:
             raise BertcError(f"{source}: cannot find the placeholder of input '{key}'.")
         shape = tensor.shape.as_list() if tensor.shape.rank is not None else None
         ins.append(TensorSpecInfo(key, tensor.name.split(":")[0], 0, tensor.dtype.as_numpy_dtype.__name__, shape))
+    # The function's own argument order (stable), not the signature dict's.
+    order = {t.name.split(":")[0]: i for i, t in enumerate(placeholders)}
+    ins.sort(key=lambda spec: order.get(spec.node, len(order)))
     out_struct = fn.structured_outputs
     if isinstance(out_struct, dict):
         keys = sorted(out_struct)
@@ -156,8 +192,7 @@ def load_keras(path: Path) -> FrozenModel:
         return out if isinstance(out, dict) else {"output_0": out}
 
     fn = serve.get_concrete_function()
-    frozen = _freeze(fn, str(path), model)
-    return frozen
+    return freeze_function(fn, str(path), model)
 
 
 def load_graph_def(path: Path, inputs: list[str] | None, outputs: list[str] | None) -> FrozenModel:

@@ -22,12 +22,20 @@ def weights_path(text_path: Path) -> Path:
     return Path(text_path).with_suffix(".npz")
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,6 +53,7 @@ def save(graph: Graph, path: Path) -> None:
         os.close(fd)
         try:
             np.savez(tmp, **big)
+            os.chmod(tmp, _umask_mode())
             os.replace(tmp, wpath)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

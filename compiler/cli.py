@@ -1,0 +1,112 @@
+"""The ``bertc`` command line.
+
+    bertc import MODEL [-o OUT.bir]            TF model -> IR text (+ weights .npz)
+    bertc opt FILE.bir -p PIPELINE [-o OUT]    run passes on IR text
+    bertc inspect MODEL|FILE.bir               inputs, ops, parameters, transformer structure
+    bertc passes                               every pass with its options
+    bertc compile MODEL --target onnx|tflite|all -o OUT
+
+Errors in the input (a wrong path, a corrupt model, an unknown pass) print one
+paragraph and exit 2; a compile whose artifact does not match the source
+model exits 1.  ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .diagnostics import BertcError
+
+log = logging.getLogger("bertc")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="SavedModel directory, frozen GraphDef .pb, .keras file, or IR text .bir")
+    p.add_argument("--signature", default="serving_default", help="SavedModel signature (default: serving_default)")
+    p.add_argument("--inputs", help="frozen GraphDef: comma-separated input node names")
+    p.add_argument("--outputs", help="frozen GraphDef: comma-separated output node names")
+
+
+def _add_plugin_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                   help="load passes from a Python file (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertc", description="Compile TensorFlow BERT models to ONNX and TFLite.")
+    parser.add_argument("--version", action="version", version=f"bertc {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("import", help="import a TF model and print or save its IR")
+    _add_model_args(p)
+    p.add_argument("-o", "--output", help="write OUT.bir (and OUT.npz with the weights) instead of printing")
+    p.add_argument("--raw", action="store_true", help="skip the canonical cleanup passes")
+
+    p = sub.add_parser("opt", help="run a pass pipeline on an IR text file")
+    p.add_argument("file", help="IR text (.bir); its weights are read from the .npz beside it")
+    p.add_argument("-p", "--passes", required=True, help='pipeline, e.g. "fold_constants,cse"')
+    p.add_argument("-o", "--output", help="write the result here (default: print it)")
+    p.add_argument("--print-after-all", action="store_true", help="print the IR after every pass to stderr")
+    _add_plugin_arg(p)
+
+    p = sub.add_parser("inspect", help="summarise a model: I/O, ops, parameters, layers")
+    _add_model_args(p)
+
+    p = sub.add_parser("passes", help="list every pass with its options")
+    _add_plugin_arg(p)
+
+    p = sub.add_parser("compile", help="import, run passes, lower to ONNX/TFLite and verify")
+    _add_model_args(p)
+    p.add_argument("--target", default="all", help="onnx, tflite or all (default: all)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--passes", default="", help="pass pipeline to run after import")
+    p.add_argument("--dump-ir", metavar="DIR", help="write the IR after import and after every pass")
+    p.add_argument("--no-verify", action="store_true", help="skip the parity check against TensorFlow")
+    p.add_argument("--verify-data", metavar="FILE", help=".npz of real inputs to verify with")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs error allowed (default 1e-4)")
+    _add_plugin_arg(p)
+
+    p = sub.add_parser("run", help="run an artifact (.onnx, .tflite, .bir or a SavedModel) on token ids")
+    p.add_argument("artifact")
+    p.add_argument("--ids", required=True, help='token ids, e.g. "101 2023 102"')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        from . import commands
+
+        return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
+    except BertcError as e:
+        if args.debug:
+            raise
+        print(f"bertc: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(e.hint, file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("bertc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so in one line unless asked for the traceback
+        if args.debug:
+            raise
+        print(f"bertc: internal error: {type(e).__name__}: {e}\n"
+              "This is a bug in bertc; rerun with --debug for the traceback and report it.", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

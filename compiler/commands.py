@@ -1,0 +1,129 @@
+"""The CLI's subcommands, one function each (``cmd_<name>``), on top of the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .diagnostics import BertcError
+from .ir.graph import Graph
+
+log = logging.getLogger(__name__)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def load_ir(path: Path) -> Graph:
+    """Read IR text and the weights beside it, with errors that name the file."""
+    from .ir.parser import ParseError
+    from .ir.serialize import load
+    from .ir.verifier import VerifyError, verify
+
+    if not path.is_file():
+        raise BertcError(f"{path}: no such file.")
+    try:
+        graph = load(path)
+        verify(graph)
+    except ParseError as e:
+        raise BertcError(f"{path}:{e.line_no}: {str(e).splitlines()[0].split(': ', 1)[-1]}\n  {e.line.strip()}") from None
+    except VerifyError as e:
+        raise BertcError(f"{path}: the IR is invalid: {e}") from None
+    except (OSError, ValueError) as e:
+        raise BertcError(f"{path}: cannot read this IR ({type(e).__name__}: {e}).") from None
+    return graph
+
+
+def load_graph(args: argparse.Namespace, canonicalize: bool = True):
+    """A graph from a TF model or IR text; returns (graph, frozen model or None)."""
+    path = Path(args.model)
+    if path.suffix == ".bir":
+        return load_ir(path), None
+    from .frontend.tf import import_model
+
+    return import_model(path, args.signature, _split(args.inputs), _split(args.outputs), canonicalize=canonicalize)
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    from .pass_manager import load_plugin
+
+    for plugin in getattr(args, "plugin", []) or []:
+        names = load_plugin(plugin)
+        log.info("plugin %s registered: %s", plugin, ", ".join(names) or "nothing new")
+
+
+def _write_ir(graph: Graph, out: str | None) -> None:
+    from .ir.printer import print_graph
+    from .ir.serialize import save
+
+    if out is None:
+        sys.stdout.write(print_graph(graph))
+        return
+    path = Path(out)
+    if not path.parent.exists():
+        raise BertcError(f"{path.parent}: directory does not exist.")
+    save(graph, path)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_import(args: argparse.Namespace) -> int:
+    graph, _ = load_graph(args, canonicalize=not args.raw)
+    _write_ir(graph, args.output)
+    return 0
+
+
+def cmd_opt(args: argparse.Namespace) -> int:
+    from .pass_manager import PassManager, parse_pipeline
+
+    _load_plugins(args)
+    passes = parse_pipeline(args.passes)
+    graph = load_ir(Path(args.file))
+    PassManager(passes, print_after=args.print_after_all).run(graph)
+    _write_ir(graph, args.output)
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .pass_manager import all_passes
+
+    _load_plugins(args)
+    table = Table(title="bertc passes", show_lines=False)
+    table.add_column("pass", style="bold")
+    table.add_column("options")
+    table.add_column("what it does")
+    for name, cls in all_passes().items():
+        opts = ", ".join(f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
+                         for f in dataclasses.fields(cls))
+        table.add_row(name, opts or "-", cls.summary())
+    Console(width=160).print(table)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import print_inspection
+
+    graph, _ = load_graph(args)
+    print_inspection(graph, source=args.model)
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .compile import compile_command
+
+    _load_plugins(args)
+    return compile_command(args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .compile import run_command
+
+    return run_command(args)

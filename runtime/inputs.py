@@ -1,0 +1,78 @@
+"""Valid random inputs for BERT-family models: token ids, masks with padding, segments.
+
+Verification and benchmarks feed every backend the same arrays.  Inputs are
+recognised by name: ``*mask*`` gets ones with trailing padding, ``*type*`` and
+``*segment*`` get two segments, anything else gets token ids below the
+vocabulary size.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from ..ir.graph import Graph
+
+
+def input_role(name: str) -> str:
+    low = name.lower()
+    if "mask" in low:
+        return "mask"
+    if "type" in low or "segment" in low:
+        return "segment"
+    return "ids"
+
+
+def vocab_size(graph: Graph, input_name: str, default: int = 100) -> int:
+    """Rows of the embedding table that the ids input indexes (a gather's data)."""
+    for v in graph.inputs:
+        if v.name != input_name:
+            continue
+        stack = [v]
+        seen = set()
+        while stack:
+            cur = stack.pop()
+            for op, i in cur.uses:
+                if op.kind == "gather" and i == 1 and op.operands[0].is_const():
+                    return int(op.operands[0].shape[op.attrs["axis"]])
+                if op.kind in ("cast", "where", "add", "reshape", "unsqueeze") and id(op) not in seen:
+                    seen.add(id(op))
+                    stack.extend(op.results)
+    return default
+
+
+def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: np.random.Generator,
+                  vocab: int | dict[str, int] = 100, pad: bool = True) -> dict[str, np.ndarray]:
+    """Feeds for inputs given as (name, numpy dtype name).
+
+    Row ``i`` of the mask keeps ``seq - i`` tokens (at least 1), so a batch mixes
+    lengths and padding is exercised; ids at padded positions are 0, as a
+    tokenizer writes them.
+    """
+    lengths = np.array([max(1, seq - (i % max(seq, 1)) if pad else seq) for i in range(batch)])
+    valid = np.arange(seq)[None, :] < lengths[:, None]
+    feeds: dict[str, np.ndarray] = {}
+    for name, dtype in specs:
+        role = input_role(name)
+        if role == "mask":
+            arr = valid.astype(np.int64)
+        elif role == "segment":
+            arr = ((np.arange(seq)[None, :] >= (lengths[:, None] + 1) // 2) & valid).astype(np.int64)
+        else:
+            v = vocab[name] if isinstance(vocab, dict) else vocab
+            arr = np.where(valid, rng.integers(1, max(v, 2), size=(batch, seq)), 0)
+        feeds[name] = arr.astype(dtype)
+    return feeds
+
+
+def graph_input_specs(graph: Graph) -> list[tuple[str, str]]:
+    from ..ir.types import np_dtype
+
+    return [(v.name, np_dtype(v.dtype).name) for v in graph.inputs]
+
+
+def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
+    return random_inputs(graph_input_specs(graph), batch, seq, rng, vocab)

@@ -1,0 +1,155 @@
+"""The command line: happy paths, and one clear paragraph with exit 2 for each kind of bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from bertc.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.startswith("bertc: error: ")
+    for n in needles:
+        assert n in err, f"{n!r} not in: {err}"
+
+
+# ------------------------------------------------------------------ bad input
+def test_missing_path(capsys, tmp_path):
+    code, _, err = run(capsys, "inspect", tmp_path / "nope")
+    assert_clean_error(code, err, str(tmp_path / "nope"), "no such file")
+
+
+def test_directory_that_is_not_a_saved_model(capsys, tmp_path):
+    code, _, err = run(capsys, "inspect", tmp_path)
+    assert_clean_error(code, err, "not a SavedModel", "saved_model.pb")
+
+
+def test_corrupt_saved_model(capsys, tmp_path, tf_bert_dir):
+    broken = tmp_path / "broken"
+    shutil.copytree(tf_bert_dir, broken)
+    data = (broken / "saved_model.pb").read_bytes()
+    (broken / "saved_model.pb").write_bytes(data[: len(data) // 3] + b"\x00garbage")
+    code, _, err = run(capsys, "import", broken)
+    assert_clean_error(code, err, str(broken), "could not load", "export it again")
+
+
+def test_unknown_signature(capsys, tf_bert_dir):
+    code, _, err = run(capsys, "inspect", tf_bert_dir, "--signature", "serving_defualt")
+    assert_clean_error(code, err, "no signature 'serving_defualt'", "serving_default")
+
+
+def _save(tmp_path: Path, fn, spec) -> Path:
+    module = tf.Module()
+    module.f = tf.function(fn, input_signature=[spec])
+    path = tmp_path / "model"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.f})
+    return path
+
+
+def test_unmapped_ops_are_listed_together(capsys, tmp_path):
+    path = _save(tmp_path, lambda x: {"y": tf.math.lgamma(x) + tf.math.digamma(x) + tf.math.lgamma(2 * x)},
+                 tf.TensorSpec([None, 4], tf.float32, name="x"))
+    code, _, err = run(capsys, "import", path)
+    assert_clean_error(code, err, "no handler in bertc:", "    Lgamma (2x): 'Lgamma', 'Lgamma_1'",
+                       "    Digamma (1x): 'Digamma'")
+
+
+def test_control_flow_is_refused(capsys, tmp_path):
+    def loop(x):
+        i, y = tf.while_loop(lambda i, y: i < 3, lambda i, y: (i + 1, y * 2.0), [tf.constant(0), x])
+        return {"y": y}
+
+    path = _save(tmp_path, loop, tf.TensorSpec([None], tf.float32, name="x"))
+    code, _, err = run(capsys, "import", path)
+    assert_clean_error(code, err, "control flow (tf.while_loop, tf.cond) is not supported", "LoopCond (1x)")
+
+
+def test_string_ops_are_refused(capsys, tmp_path):
+    path = _save(tmp_path, lambda s: {"n": tf.strings.length(s)}, tf.TensorSpec([None], tf.string, name="s"))
+    code, _, err = run(capsys, "import", path)
+    assert_clean_error(code, err, "string ops are not supported")
+
+
+def test_unknown_pass_and_option(capsys, tmp_path):
+    ir = tmp_path / "g.bir"
+    ir.write_text("func @main(%x: f32[2]) -> (y) {\n  %n = neg %x : f32[2]\n  return y=%n\n}\n")
+    code, _, err = run(capsys, "opt", ir, "-p", "fold_constant")
+    assert_clean_error(code, err, "unknown pass 'fold_constant'", "Did you mean 'fold_constants'")
+    code, _, err = run(capsys, "opt", ir, "-p", "cse{aggressive=true}")
+    assert_clean_error(code, err, "pass 'cse' has no option 'aggressive'")
+
+
+def test_malformed_ir_names_file_and_line(capsys, tmp_path):
+    ir = tmp_path / "bad.bir"
+    ir.write_text("func @main(%x: f32[2]) -> (y) {\n  %n = neg %q : f32[2]\n  return y=%n\n}\n")
+    code, _, err = run(capsys, "opt", ir, "-p", "dce")
+    assert_clean_error(code, err, f"{ir}:2", "undefined value %q")
+
+
+def test_frozen_graph_def_needs_io_names(capsys, tmp_path):
+    pb = tmp_path / "g.pb"
+    pb.write_bytes(tf.compat.v1.GraphDef().SerializeToString())
+    code, _, err = run(capsys, "import", pb)
+    assert_clean_error(code, err, "--inputs and --outputs")
+
+
+# ------------------------------------------------------------------ happy paths
+def test_import_writes_reloadable_ir(capsys, tmp_path, tf_bert_dir):
+    out = tmp_path / "model.bir"
+    code, _, err = run(capsys, "import", tf_bert_dir, "-o", out)
+    assert code == 0, err
+    assert out.exists() and out.with_suffix(".npz").exists()
+    code, text, err = run(capsys, "opt", out, "-p", "dce")
+    assert code == 0, err
+    assert text == out.read_text()  # nothing left to remove: the canonical IR is clean
+
+
+def test_frozen_graph_def_imports(capsys, tmp_path):
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    w = tf.Variable(tf.ones([4, 2]))
+    fn = tf.function(lambda x: tf.identity(tf.matmul(x, w), name="y")).get_concrete_function(
+        tf.TensorSpec([None, 4], tf.float32, name="x"))
+    pb = tmp_path / "frozen.pb"
+    pb.write_bytes(convert_variables_to_constants_v2(fn).graph.as_graph_def().SerializeToString())
+    code, text, err = run(capsys, "import", pb, "--inputs", "x", "--outputs", "y")
+    assert code == 0, err
+    assert "matmul %x" in text and "f32[batch,2]" in text
+
+
+def test_inspect_prints_structure(capsys, tf_bert_dir):
+    code, out, err = run(capsys, "inspect", tf_bert_dir)
+    assert code == 0, err
+    assert "i32[batch,seq]" in out
+    assert "transformer structure: 2 layers" in out
+    assert "4 x 16" in out and "64->128->64" in out
+    assert "bert_classifier/layer_0/query/MatMul" in out
+
+
+def test_passes_lists_every_pass(capsys):
+    code, out, _ = run(capsys, "passes")
+    assert code == 0
+    for name in ("dce", "cse", "fold_constants", "remove_identity", "fuse_layer_norm", "fuse_gelu"):
+        assert name in out
+
+
+@pytest.mark.parametrize("argv", [["--version"], []])
+def test_version_and_help(capsys, argv):
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's --version exits
+        code = e.code
+    out, err = capsys.readouterr()
+    assert ("bertc 0.1.0" in out) if argv else ("usage" in out)
