@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         from . import commands
+        from .quiet import native_stderr_silenced
 
-        return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
+        with native_stderr_silenced(enabled=not args.verbose):
+            return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
     except BertcError as e:
         if args.debug:
             raise

@@ -9,10 +9,8 @@ Every way this can go wrong becomes a ``BertcError`` that names the file.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,40 +41,10 @@ class FrozenModel:
 
 
 def _tf():
-    """TensorFlow, imported without its C++ start-up chatter on stderr."""
-    if "tensorflow" not in sys.modules:
-        with _quiet_stderr():
-            import tensorflow  # noqa: F401
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     return tf
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence file descriptor 2 (absl's 'All log messages before InitializeLog', oneDNN notes).
-
-    TF_CPP_MIN_LOG_LEVEL no longer covers them.  Only the import is wrapped, so
-    real errors later still reach the user; ``-v`` keeps everything.
-    """
-    if logging.getLogger("bertc").isEnabledFor(logging.INFO):
-        yield
-        return
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def load_model(path: str | Path, signature: str = "serving_default", inputs: list[str] | None = None,

@@ -187,8 +187,8 @@ class Graph:
               *, before: Op | None = None, dtype=None) -> Value:
         """A constant value.  ``name`` is its weight name, made unique in this graph."""
         arr = np.asarray(value, dtype=dtype)
-        if arr.dtype == np.float64 and dtype is None and not isinstance(value, np.ndarray):
-            arr = arr.astype(np.float32)
+        if dtype is None and isinstance(value, float) and not isinstance(value, np.generic):
+            arr = arr.astype(np.float32)  # a bare Python float means f32, as in the models we compile
         wname = self.unique_const_name(name or "cst")
         op = self.add("const", (), {"value": arr, "name": wname}, loc, _hint(wname), before=before)
         return op.result

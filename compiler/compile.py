@@ -1,0 +1,214 @@
+"""``bertc compile``: import, run the pipeline, lower, verify, and write atomically.
+
+Everything is produced in memory and checked first; only then are the files
+written, each through a temporary name renamed into OUT.  A failed compile
+(bad input, an op a target lacks, broken parity) leaves OUT as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .diagnostics import BertcError, VerificationFailed
+from .ir.graph import Graph
+from .targets.base import LoweringError, Target, get_target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompileResult:
+    graph: Graph
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # file name -> bytes
+    report: dict = field(default_factory=dict)
+
+
+def resolve_targets(spec: str) -> list[Target]:
+    names = ["onnx", "tflite"] if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    return [get_target(n) for n in names]
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail before any work when OUT cannot receive the artifacts."""
+    if out.exists() and not out.is_dir():
+        raise BertcError(f"-o {out}: exists and is a file, not a directory.", "Pass a directory to write into.")
+    parent = out if out.exists() else out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BertcError(f"-o {out}: {parent} is not writable.", "Choose an output directory you can write to.")
+
+
+def lower_all(graph: Graph, targets: list[Target]) -> dict[str, bytes]:
+    """Lower to each target, after checking that every op is legal there."""
+    artifacts = {}
+    for target in targets:
+        missing = target.unsupported(graph)
+        if missing:
+            lines = [f"  {u.op.kind} at {u.op.loc}: {u.reason}" for u in missing[:20]]
+            more = f"\n  … and {len(missing) - 20} more" if len(missing) > 20 else ""
+            raise BertcError(f"the model is not legal for target '{target.name}': "
+                             f"{len(missing)} op(s) it cannot run:\n" + "\n".join(lines) + more,
+                             "Add a legalization pass for these ops to --passes, or choose another --target.")
+        try:
+            artifacts[target.file_name] = target.lower(graph)
+        except LoweringError as e:
+            raise BertcError(f"lowering to {target.name} failed: {e}") from None
+    return artifacts
+
+
+def verify_artifacts(artifacts: dict[str, bytes], reference, graph: Graph, tolerance: float,
+                     verify_data: Path | None) -> dict[str, dict]:
+    from .runtime.inputs import vocab_size
+    from .runtime.session import open_session
+    from .runtime.verify import DEFAULT_CASES, compare, feeds_for, load_verify_data
+
+    parity = {}
+    for file_name, data in artifacts.items():
+        kind = file_name.rsplit(".", 1)[1]
+        try:
+            session = open_session(data, kind=kind)
+        except Exception as e:  # a written model must load: this is our bug, say so plainly
+            raise BertcError(f"the {kind} artifact does not load in its runtime: {type(e).__name__}: {e}") from None
+        if verify_data is not None:
+            feeds = load_verify_data(verify_data, session.input_names)
+            cases = [tuple(next(iter(feeds[0].values())).shape)]
+        else:
+            vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
+            cases = list(DEFAULT_CASES)
+            feeds = [f for _, f in feeds_for(reference, cases, vocab)]
+        report = compare(reference, session, feeds, tolerance, cases)
+        parity[kind] = report.to_json()
+        if not report.ok:
+            name, worst = report.worst()
+            raise VerificationFailed(
+                f"{file_name} does not match the source model: output '{name}' differs by up to "
+                f"{worst.max_abs_error:.3g} (tolerance {tolerance:g})"
+                + (f", argmax agrees on {worst.argmax_agreement:.0%} of rows" if worst.argmax_agreement is not None else "")
+                + ".", "Nothing was written. --dump-ir DIR shows the IR after each pass; --no-verify skips this check.")
+        log.info("%s parity: %s", kind, {k: v["max_abs_error"] for k, v in report.to_json()["outputs"].items()})
+    return parity
+
+
+def write_atomically(out: Path, files: dict[str, bytes]) -> None:
+    """Write every file into a staging directory beside OUT, then rename each into place."""
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bertc-", dir=out))
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+            os.chmod(staging / name, 0o666 & ~mask)
+        for name in files:
+            os.replace(staging / name, out / name)
+    finally:
+        for p in staging.glob("*"):
+            p.unlink()
+        staging.rmdir()
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    from .commands import load_graph
+    from .frontend.tf import CANONICALIZE
+    from .pass_manager import PassManager, parse_pipeline
+    from .runtime.session import ReferenceSession, TFSession
+
+    t_start = time.perf_counter()
+    out = Path(args.output)
+    targets = resolve_targets(args.target)
+    check_output_dir(out)
+    user_passes = parse_pipeline(args.passes) if args.passes else []
+    verify_data = Path(args.verify_data) if args.verify_data else None
+    if verify_data is not None and not verify_data.is_file():
+        raise BertcError(f"--verify-data {verify_data}: no such file.")
+
+    t0 = time.perf_counter()
+    graph, frozen = load_graph(args, canonicalize=False)
+    import_s = time.perf_counter() - t0
+    ops_imported = graph.histogram()
+    params_before = graph.num_parameters()
+
+    pm = PassManager(parse_pipeline(CANONICALIZE) + user_passes,
+                     dump_dir=Path(args.dump_ir) if args.dump_ir else None)
+    pm.run(graph)
+
+    t0 = time.perf_counter()
+    artifacts = lower_all(graph, targets)
+    lower_s = time.perf_counter() - t0
+
+    parity: dict = {}
+    t0 = time.perf_counter()
+    if not args.no_verify:
+        reference = TFSession(frozen) if frozen is not None else ReferenceSession(graph)
+        parity = verify_artifacts(artifacts, reference, graph, args.tolerance, verify_data)
+    verify_s = time.perf_counter() - t0
+
+    params_after = graph.num_parameters()
+    report = {
+        "source": str(args.model),
+        "targets": [t.name for t in targets],
+        "pipeline": [p.spec() for p in pm.passes],
+        "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "seconds": round(r.seconds, 4),
+                    "ops_before": r.ops_before, "ops_after": r.ops_after} for r in pm.records],
+        "ops": {"imported": ops_imported, "final": graph.histogram()},
+        "parameters": {"before": params_before[0], "after": params_after[0],
+                       "bytes_before": params_before[1], "bytes_after": params_after[1]},
+        "artifacts": {name: {"bytes": len(data)} for name, data in artifacts.items()},
+        "verification": parity if not args.no_verify else "skipped (--no-verify)",
+        "seconds": {"import": round(import_s, 3), "lower": round(lower_s, 3), "verify": round(verify_s, 3),
+                    "total": round(time.perf_counter() - t_start, 3)},
+    }
+    files = dict(artifacts)
+    files["report.json"] = (json.dumps(report, indent=2) + "\n").encode()
+    write_atomically(out, files)
+    _print_summary(report, out)
+    return 0
+
+
+def _print_summary(report: dict, out: Path) -> None:
+    lines = [f"compiled {report['source']} -> {out}/"]
+    for name, info in report["artifacts"].items():
+        lines.append(f"  {name:14s} {info['bytes'] / 1e6:8.2f} MB")
+    if isinstance(report["verification"], dict):
+        for kind, p in report["verification"].items():
+            errs = ", ".join(f"{k}: max|err| {v['max_abs_error']:.2e}" for k, v in p["outputs"].items())
+            lines.append(f"  parity {kind}: {errs} on {len(p['cases'])} input sets")
+    else:
+        lines.append("  parity: not checked (--no-verify)")
+    lines.append(f"  {report['seconds']['total']:.1f} s; report.json has the details")
+    print("\n".join(lines), file=sys.stderr)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``bertc run ARTIFACT --ids "101 2023 102"``: one sequence, outputs printed."""
+    from .runtime.inputs import input_role
+    from .runtime.session import open_session
+
+    try:
+        ids = np.array([[int(t) for t in args.ids.replace(",", " ").split()]], dtype=np.int64)
+    except ValueError:
+        raise BertcError(f"--ids {args.ids!r}: give whitespace-separated integers, e.g. \"101 2023 102\".") from None
+    if ids.size == 0:
+        raise BertcError("--ids is empty.")
+    session = open_session(args.artifact)
+    feeds = {}
+    for name in session.input_names:
+        role = input_role(name)
+        feeds[name] = ids if role == "ids" else (np.ones_like(ids) if role == "mask" else np.zeros_like(ids))
+    np.set_printoptions(precision=6, suppress=True, linewidth=120)
+    for name, value in session.run(feeds).items():
+        print(f"{name} {list(value.shape)}:\n{value}")
+        if value.ndim == 2 and value.shape[1] > 1:
+            print(f"argmax: {value.argmax(axis=1).tolist()}")
+    return 0

@@ -1,0 +1,514 @@
+"""The ONNX target: a legal IR graph, lowered op by op to an ONNX model (opset 20).
+
+Opset 20 is the first where both ``LayerNormalization`` (17) and ``Gelu`` (20)
+are standard ops, so BERT's two fused blocks lower to one node each and stay
+recognisable to runtimes; later opsets add nothing this lowering needs and only
+narrow the runtimes that load the file.  onnxruntime 1.32 runs it on CPU.
+
+The lowering is one table (``_LOWERINGS``) from IR op kind to a small function
+that emits ONNX nodes.  ``CAPABILITIES`` says which op kinds, and which dtypes
+of them, onnxruntime's CPU provider runs; anything else (``cumprod`` above all)
+must be rewritten by a legalization pass first.  Constants become initializers
+named after their weights; output is deterministic (same graph, same bytes).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .. import __version__
+from ..ir.graph import Graph, Op, Value
+from ..ir.types import DTYPES, FLOAT_DTYPES, INT_DTYPES, UNKNOWN, TensorType, is_static
+from .base import LoweringError, Target
+
+logger = logging.getLogger(__name__)
+
+OPSET = 20
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NAME_CLEAN = re.compile(r"[^A-Za-z0-9_./:=,\[\]\-]")
+
+
+def onnx_dtype(dtype: str) -> int:
+    """The TensorProto element type of an IR dtype name."""
+    return helper.np_dtype_to_tensor_dtype(DTYPES[dtype])
+
+
+def value_info(name: str, type: TensorType) -> onnx.ValueInfoProto:
+    """A typed graph input/output: static dims as dim_value, symbols as dim_param."""
+    dims = [None if d == UNKNOWN else (int(d) if is_static(d) else str(d)) for d in type.shape]
+    return helper.make_tensor_value_info(name, onnx_dtype(type.dtype), dims)
+
+
+# --------------------------------------------------------------------------- emitter
+class _Emitter:
+    """Collects nodes and initializers, and gives every IR value a unique ONNX name."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._names: dict[int, str] = {}
+        self._taken: set[str] = set()
+        self._consts: dict[tuple, str] = {}
+        self._node_names: set[str] = set()
+        self.op: Op | None = None  # the op being lowered: names and documents its nodes
+
+    # ---------------------------------------------------------------- names
+    def unique(self, hint: str) -> str:
+        base = _NAME_CLEAN.sub("_", hint) or "t"
+        name, k = base, 0
+        while name in self._taken:
+            k += 1
+            name = f"{base}.{k}"
+        self._taken.add(name)
+        return name
+
+    def reserve(self, name: str) -> bool:
+        """Claim ``name`` verbatim; False when it is already taken."""
+        if name in self._taken:
+            return False
+        self._taken.add(name)
+        return True
+
+    def name_of_bound(self, v: Value) -> str | None:
+        return self._names.get(id(v))
+
+    def bind(self, v: Value, name: str) -> str:
+        """Give ``v`` the ONNX name ``name`` (already reserved)."""
+        self._names[id(v)] = name
+        return name
+
+    def name_of(self, v: Value) -> str:
+        if id(v) not in self._names:
+            self._names[id(v)] = self.unique(v.name)
+        return self._names[id(v)]
+
+    def fresh(self, suffix: str) -> str:
+        """A name for a helper tensor inside the current op's lowering."""
+        base = self.op.results[0].name if self.op is not None and self.op.results else "tmp"
+        return self.unique(f"{base}/{suffix}")
+
+    # ---------------------------------------------------------------- emitting
+    def node(self, op_type: str, inputs: list[str], outputs: list[str] | None = None,
+             **attrs) -> str:
+        """Append one node; returns its (first) output name."""
+        outputs = outputs or [self.fresh(op_type)]
+        loc = self.op.loc if self.op is not None else None
+        base = _NAME_CLEAN.sub("_", loc.primary if loc and loc.names else op_type)
+        name, k = base, 0
+        while name in self._node_names:
+            k += 1
+            name = f"{base}.{k}"
+        self._node_names.add(name)
+        node = helper.make_node(op_type, inputs, outputs, name=name, **attrs)
+        if loc is not None and len(loc.names) > 1:
+            node.doc_string = str(loc)
+        self.nodes.append(node)
+        return outputs[0]
+
+    def initializer(self, array: np.ndarray, name: str) -> str:
+        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def const(self, array: np.ndarray, hint: str = "const") -> str:
+        """A small helper constant (axes, shapes …), shared by the ops that need the same one.
+
+        Its name says its role and, when short, its value: ``bertc/axes[0]``, ``bertc/zero=0``.
+        """
+        array = np.asarray(array)
+        key = (hint, array.dtype.str, array.shape, array.tobytes())
+        if key not in self._consts:
+            shown = ""
+            if array.ndim == 0:
+                shown = f"={array.item()}"
+            elif array.ndim == 1 and array.size <= 8:
+                shown = "[" + ",".join(str(x) for x in array.tolist()) + "]"
+            self._consts[key] = self.initializer(array, self.unique(f"bertc/{hint}{shown}"))
+        return self._consts[key]
+
+    def i64(self, values, hint: str) -> str:
+        """A 1-D int64 constant; python ints beyond int64 clamp (slice ends such as 2**63)."""
+        return self.const(np.array([max(_INT64_MIN, min(_INT64_MAX, int(v))) for v in values],
+                                   np.int64), hint)
+
+    def cast(self, name: str, src: str, to: str) -> str:
+        return name if src == to else self.node("Cast", [name], to=onnx_dtype(to))
+
+    def i64_vector(self, name: str, v: Value) -> str:
+        """A shape-like operand as the 1-D int64 tensor ONNX wants."""
+        out = self.cast(name, v.dtype, "i64")
+        if v.type.rank == 0:
+            out = self.node("Unsqueeze", [out, self.i64([0], "axes")])
+        return out
+
+    def scalar(self, name: str, v: Value) -> str:
+        """A one-element operand as a rank-0 tensor (Range wants scalars)."""
+        if v.type.rank == 0:
+            return name
+        return self.node("Reshape", [name, self.const(np.zeros(0, np.int64), "scalar_shape")])
+
+
+Lowering = Callable[[_Emitter, Op, list[str], list[str]], None]
+
+
+# --------------------------------------------------------------------------- lowerings
+def _simple(op_type: str, attrs: Callable[[Op], dict] | None = None) -> Lowering:
+    """An IR op that is exactly one ONNX node with the same operands."""
+
+    def lower(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+        e.node(op_type, ins, outs, **(attrs(op) if attrs else {}))
+
+    return lower
+
+
+def _attr(*keys: str) -> Callable[[Op], dict]:
+    return lambda op: {k: op.attrs[k] for k in keys}
+
+
+def _lower_const(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    e.initializer(op.attrs["value"], outs[0])
+
+
+def _lower_rsqrt(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """rsqrt(x) -> Reciprocal(Sqrt(x)); ONNX has no Rsqrt."""
+    e.node("Reciprocal", [e.node("Sqrt", ins)], outs)
+
+
+def _lower_not_equal(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    e.node("Not", [e.node("Equal", ins)], outs)
+
+
+def _lower_div(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """Signed integers floor-divide in the IR (TF FloorDiv) but truncate in ONNX Div:
+    x // y = (x - x mod y) / y, where Mod (fmod=0) takes the divisor's sign and the
+    division is exact."""
+    if op.operands[0].dtype not in INT_DTYPES or op.operands[0].dtype == "u8":
+        e.node("Div", ins, outs)
+        return
+    x, y = ins
+    e.node("Div", [e.node("Sub", [x, e.node("Mod", [x, y], fmod=0)]), y], outs)
+
+
+def _lower_cast(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    e.node("Cast", ins, outs, to=onnx_dtype(op.attrs["to"]))
+
+
+def _reduce(op_type: str) -> Lowering:
+    """Reductions take axes as an input (opset 18+); the IR's empty axes reduce nothing."""
+
+    def lower(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+        if not op.attrs["axes"]:
+            e.node("Identity", ins, outs)
+            return
+        e.node(op_type, [ins[0], e.i64(op.attrs["axes"], "axes")], outs,
+               keepdims=int(op.attrs["keepdims"]))
+
+    return lower
+
+
+def _lower_cumsum(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    axis = e.const(np.array(op.attrs["axis"], np.int64), "axis")
+    e.node("CumSum", [ins[0], axis], outs, exclusive=int(op.attrs["exclusive"]),
+           reverse=int(op.attrs["reverse"]))
+
+
+def _shape_operand(op_type: str, attr: str) -> Lowering:
+    """Reshape / Tile / Expand: the target comes from an attribute or from an operand."""
+
+    def lower(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+        if op.attrs[attr] is not None:
+            arg = e.i64(op.attrs[attr], attr)
+        else:
+            arg = e.i64_vector(ins[1], op.operands[1])
+        e.node(op_type, [ins[0], arg], outs)
+
+    return lower
+
+
+def _lower_shape(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    if op.attrs["dtype"] == "i64":
+        e.node("Shape", ins, outs)
+        return
+    e.node("Cast", [e.node("Shape", ins)], outs, to=onnx_dtype(op.attrs["dtype"]))
+
+
+def _lower_slice(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    if len(op.operands) == 1:
+        starts, ends = e.i64(op.attrs["starts"], "starts"), e.i64(op.attrs["ends"], "ends")
+    else:
+        starts = e.i64_vector(ins[1], op.operands[1])
+        ends = e.i64_vector(ins[2], op.operands[2])
+    args = [ins[0], starts, ends, e.i64(op.attrs["axes"], "axes")]
+    if op.attrs["steps"]:
+        args.append(e.i64(op.attrs["steps"], "steps"))
+    e.node("Slice", args, outs)
+
+
+def _axes_op(op_type: str) -> Lowering:
+    """Squeeze / Unsqueeze with axes as an input; empty axes mean no change in the IR
+    (ONNX Squeeze without axes would drop every size-1 dim)."""
+
+    def lower(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+        if not op.attrs["axes"]:
+            e.node("Identity", ins, outs)
+            return
+        e.node(op_type, [ins[0], e.i64(op.attrs["axes"], "axes")], outs)
+
+    return lower
+
+
+def _lower_range(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    e.node("Range", [e.scalar(n, v) for n, v in zip(ins, op.operands)], outs)
+
+
+def _lower_one_hot(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """TF one-hot: negative indices give an all-off row, while ONNX OneHot counts them
+    from the end, so they are moved out of range first.  onnxruntime has OneHot
+    kernels for int64 indices with f16/f32/i64 values; other dtypes go through one."""
+    dtype, depth = op.attrs["dtype"], op.attrs["depth"]
+    idx = e.cast(ins[0], op.operands[0].dtype, "i64")
+    depth_t = e.const(np.array(depth, np.int64), "depth")
+    negative = e.node("Less", [idx, e.const(np.array(0, np.int64), "zero")])
+    idx = e.node("Where", [negative, depth_t, idx])
+    values = np.array([op.attrs["off_value"], op.attrs["on_value"]], np.float64).astype(DTYPES[dtype])
+    axis = op.attrs["axis"]
+    if dtype in ("f16", "f32", "i64"):
+        e.node("OneHot", [idx, depth_t, e.const(values, "one_hot_values")], outs, axis=axis)
+    elif dtype == "f64":  # no f64 kernel: select the exact f64 values with a 0/1 mask
+        hot = e.node("OneHot", [idx, depth_t, e.const(np.array([0, 1], np.int64), "one_hot_values")],
+                     axis=axis)
+        mask = e.node("Cast", [hot], to=TensorProto.BOOL)
+        e.node("Where", [mask, e.const(values[1], "on_value"), e.const(values[0], "off_value")], outs)
+    else:  # integers and bool: exact through int64
+        hot = e.node("OneHot", [idx, depth_t, e.const(values.astype(np.int64), "one_hot_values")],
+                     axis=axis)
+        e.node("Cast", [hot], outs, to=onnx_dtype(dtype))
+
+
+def _lower_scatter_nd(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """scatter_nd = zeros(shape) with updates added (duplicates add up): ScatterND add."""
+    shape = e.i64(op.attrs["shape"], "shape") if op.attrs["shape"] is not None else \
+        e.i64_vector(ins[2], op.operands[2])
+    zero = numpy_helper.from_array(np.zeros(1, DTYPES[op.results[0].dtype]))
+    zeros = e.node("ConstantOfShape", [shape], value=zero)
+    idx = e.cast(ins[0], op.operands[0].dtype, "i64")
+    e.node("ScatterND", [zeros, idx, ins[1]], outs, reduction="add")
+
+
+def _scatter_into(reduction: str) -> Lowering:
+    def lower(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+        idx = e.cast(ins[1], op.operands[1].dtype, "i64")
+        e.node("ScatterND", [ins[0], idx, ins[2]], outs, reduction=reduction)
+
+    return lower
+
+
+_UNARY = {"neg": "Neg", "abs": "Abs", "sqrt": "Sqrt", "exp": "Exp", "log": "Log", "tanh": "Tanh",
+          "erf": "Erf", "sigmoid": "Sigmoid", "relu": "Relu", "reciprocal": "Reciprocal",
+          "identity": "Identity", "logical_not": "Not"}
+_BINARY = {"add": "Add", "sub": "Sub", "mul": "Mul", "pow": "Pow", "maximum": "Max",
+           "minimum": "Min", "equal": "Equal", "less": "Less", "less_equal": "LessOrEqual",
+           "greater": "Greater", "greater_equal": "GreaterOrEqual", "logical_and": "And",
+           "logical_or": "Or", "where": "Where", "matmul": "MatMul"}
+
+_LOWERINGS: dict[str, Lowering] = {
+    **{k: _simple(v) for k, v in {**_UNARY, **_BINARY}.items()},
+    "const": _lower_const,
+    "rsqrt": _lower_rsqrt,
+    "not_equal": _lower_not_equal,
+    "div": _lower_div,
+    "cast": _lower_cast,
+    "gelu": _simple("Gelu", _attr("approximate")),
+    "einsum": _simple("Einsum", _attr("equation")),
+    "transpose": _simple("Transpose", _attr("perm")),
+    "softmax": _simple("Softmax", _attr("axis")),
+    "layer_norm": _simple("LayerNormalization", _attr("axis", "epsilon")),
+    "concat": _simple("Concat", _attr("axis")),
+    "gather": _simple("Gather", _attr("axis")),
+    "reduce_mean": _reduce("ReduceMean"),
+    "reduce_sum": _reduce("ReduceSum"),
+    "reduce_max": _reduce("ReduceMax"),
+    "reduce_min": _reduce("ReduceMin"),
+    "reduce_prod": _reduce("ReduceProd"),
+    "cumsum": _lower_cumsum,
+    "reshape": _shape_operand("Reshape", "shape"),
+    "tile": _shape_operand("Tile", "repeats"),
+    "expand": _shape_operand("Expand", "shape"),
+    "shape": _lower_shape,
+    "slice": _lower_slice,
+    "squeeze": _axes_op("Squeeze"),
+    "unsqueeze": _axes_op("Unsqueeze"),
+    "range": _lower_range,
+    "one_hot": _lower_one_hot,
+    "scatter_nd": _lower_scatter_nd,
+    "scatter_nd_update": _scatter_into("none"),
+    "scatter_nd_add": _scatter_into("add"),
+}
+
+
+# --------------------------------------------------------------------------- capabilities
+Check = Callable[[Op], "str | None"]
+
+_ALL = frozenset(DTYPES)
+_F = FLOAT_DTYPES
+_NUM = _F | INT_DTYPES
+_F_I32_I64 = _F | {"i32", "i64"}
+_F_I8_U8_I32_I64 = _F | {"i8", "u8", "i32", "i64"}
+
+
+def _dtypes(allowed: frozenset[str], operand: int = 0) -> Check:
+    """Operand ``operand`` must have a dtype that onnxruntime's CPU kernels take."""
+
+    def check(op: Op) -> str | None:
+        dt = op.operands[operand].dtype
+        if dt in allowed:
+            return None
+        return (f"{op.kind} on {dt} has no onnxruntime CPU kernel "
+                f"(it runs {', '.join(sorted(allowed))})")
+
+    return check
+
+
+def _check_gelu(op: Op) -> str | None:
+    """Gelu has f16/f32 kernels; on f64 only the tanh form runs (through its function body)."""
+    dt = op.operands[0].dtype
+    if dt in ("f16", "f32") or (dt == "f64" and op.attrs["approximate"] == "tanh"):
+        return None
+    return f"gelu(approximate={op.attrs['approximate']!r}) on {dt} has no onnxruntime CPU kernel"
+
+
+def _check_one_hot(op: Op) -> str | None:
+    if op.operands[0].dtype not in INT_DTYPES:
+        return f"one_hot indices must be integers, got {op.operands[0].dtype}"
+    return None
+
+
+def _check_scatter_add(updates: int) -> Check:
+    base = _dtypes(_ALL - {"f16"}, updates)
+
+    def check(op: Op) -> str | None:
+        reason = base(op)
+        return reason and reason + "; ScatterND with reduction='add' has no f16 kernel"
+
+    return check
+
+
+CAPABILITIES: dict[str, Check | None] = {
+    "const": None, "identity": None, "transpose": None, "reshape": None, "shape": None,
+    "slice": None, "squeeze": None, "unsqueeze": None, "concat": None, "gather": None,
+    "tile": None, "expand": None, "cast": None, "equal": None, "not_equal": None,
+    "scatter_nd_update": None,
+    "neg": _dtypes(_F | {"i8", "i16", "i32", "i64"}),
+    "abs": _dtypes(_NUM),
+    **{k: _dtypes(_F) for k in ("sqrt", "rsqrt", "exp", "log", "tanh", "sigmoid", "reciprocal",
+                                "softmax", "layer_norm")},
+    "erf": _dtypes(frozenset({"f16", "f32"})),
+    "gelu": _check_gelu,
+    "relu": _dtypes(_F | {"i8", "i32"}),
+    **{k: _dtypes(_NUM) for k in ("add", "sub", "mul", "div", "less", "less_equal", "greater",
+                                  "greater_equal")},
+    "pow": _dtypes(_F_I32_I64),
+    "maximum": _dtypes(_F_I8_U8_I32_I64),
+    "minimum": _dtypes(_F_I8_U8_I32_I64),
+    **{k: _dtypes(frozenset({"bool"})) for k in ("logical_not", "logical_and", "logical_or")},
+    "where": _dtypes(_F_I8_U8_I32_I64, operand=1),
+    "matmul": _dtypes(_F_I32_I64),
+    "einsum": _dtypes(_F_I32_I64),
+    "reduce_mean": _dtypes(_F_I32_I64),
+    "reduce_sum": _dtypes(_F_I32_I64),
+    "reduce_prod": _dtypes(_F_I32_I64),
+    "reduce_max": _dtypes(_F_I8_U8_I32_I64),
+    "reduce_min": _dtypes(_F_I8_U8_I32_I64),
+    "cumsum": _dtypes(_F_I32_I64),
+    "range": _dtypes(_F - {"f16"} | {"i16", "i32", "i64"}),
+    "one_hot": _check_one_hot,
+    "scatter_nd": _check_scatter_add(updates=1),
+    "scatter_nd_add": _check_scatter_add(updates=2),
+}
+# cumprod is left out on purpose: opset 20 has no CumProd (legalization rewrites it).
+assert set(CAPABILITIES) <= set(_LOWERINGS), "every capability needs a lowering"
+
+
+# --------------------------------------------------------------------------- driver
+def _check_legal(graph: Graph) -> None:
+    """Refuse a graph the table cannot lower, naming every offending op at once."""
+    problems = TARGET.unsupported(graph)
+    if not problems:
+        return
+    lines = "; ".join(f"{p.reason} at {p.op.loc}" for p in problems)
+    raise LoweringError(problems[0].op, f"{len(problems)} op(s) are not legal for onnx "
+                                        f"(run a legalization pass first): {lines}")
+
+
+def _reserve_io_names(e: _Emitter, graph: Graph) -> None:
+    """Inputs keep their IR names verbatim (callers feed by them); output names are
+    reserved, and the op computing an output writes straight into its name
+    (constants and values returned twice go through an Identity)."""
+    for v in graph.inputs:
+        if not e.reserve(v.name):
+            raise ValueError(f"graph input name '{v.name}' is used twice")
+        e.bind(v, v.name)
+    for name, v in graph.outputs.items():
+        if e.name_of_bound(v) == name:
+            continue  # an input returned under its own name
+        if not e.reserve(name):
+            raise ValueError(f"output name '{name}' is also an input name")
+        if e.name_of_bound(v) is None and (v.producer is None or v.producer.kind != "const"):
+            e.bind(v, name)
+
+
+def _is_live(op: Op, graph: Graph) -> bool:
+    """Unused constants are not written (they would only be dead initializers)."""
+    if op.kind != "const":
+        return True
+    v = op.result
+    return bool(v.uses) or any(o is v for o in graph.outputs.values())
+
+
+def lower(graph: Graph) -> onnx.ModelProto:
+    """Lower a legal graph to an ONNX model (opset 20) in one protobuf."""
+    _check_legal(graph)
+    e = _Emitter()
+    _reserve_io_names(e, graph)
+    for op in graph.ops:
+        if not _is_live(op, graph):
+            continue
+        e.op = op
+        if op.kind == "const" and e.name_of_bound(op.result) is None:
+            e.bind(op.result, e.unique(op.attrs["name"]))
+        ins = [e.name_of(v) for v in op.operands]
+        outs = [e.name_of(r) for r in op.results]
+        try:
+            _LOWERINGS[op.kind](e, op, ins, outs)
+        except LoweringError:
+            raise
+        except Exception as err:  # a lowering bug or an odd attribute: say which op
+            raise LoweringError(op, f"{type(err).__name__}: {err}") from err
+    e.op = None
+    outputs = []
+    for name, v in graph.outputs.items():
+        if e.name_of(v) != name:
+            e.node("Identity", [e.name_of(v)], [name])
+        outputs.append(value_info(name, v.type))
+    onnx_graph = helper.make_graph(e.nodes, graph.name, [value_info(v.name, v.type) for v in graph.inputs],
+                                   outputs, initializer=e.initializers)
+    opsets = [helper.make_opsetid("", OPSET)]
+    model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="bertc",
+                              producer_version=__version__,
+                              ir_version=helper.find_min_ir_version_for(opsets))
+    logger.debug("lowered %s: %d nodes, %d initializers", graph.name, len(e.nodes),
+                 len(e.initializers))
+    return model
+
+
+def lower_bytes(graph: Graph) -> bytes:
+    """The serialized model: what ``bertc compile --target onnx`` writes to model.onnx."""
+    return lower(graph).SerializeToString(deterministic=True)
+
+
+TARGET = Target(name="onnx", file_name="model.onnx", capabilities=CAPABILITIES, lower=lower_bytes)

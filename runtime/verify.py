@@ -1,0 +1,90 @@
+"""Parity between the source model and a compiled artifact.
+
+Both run on the same inputs: by default random but valid token ids with
+padded attention masks, at batch 1 and 4 and two sequence lengths; or real
+inputs from an ``.npz``.  For every output: the max absolute error, and for
+classifier-like outputs ([batch, classes]) how often the argmax agrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..diagnostics import BertcError
+from .inputs import random_inputs
+
+DEFAULT_CASES = ((1, 8), (4, 8), (1, 19), (4, 19))  # (batch, seq): two lengths, ragged padding
+
+
+@dataclass
+class OutputParity:
+    max_abs_error: float
+    argmax_agreement: float | None  # fraction of rows whose argmax agrees, when [batch, classes]
+
+
+@dataclass
+class ParityReport:
+    cases: list[tuple[int, int]]
+    outputs: dict[str, OutputParity] = field(default_factory=dict)
+    tolerance: float = 1e-4
+
+    @property
+    def ok(self) -> bool:
+        return all(o.max_abs_error <= self.tolerance for o in self.outputs.values())
+
+    def worst(self) -> tuple[str, OutputParity]:
+        return max(self.outputs.items(), key=lambda kv: kv[1].max_abs_error)
+
+    def to_json(self) -> dict:
+        return {"cases": [list(c) for c in self.cases], "tolerance": self.tolerance, "ok": self.ok,
+                "outputs": {k: asdict(v) for k, v in self.outputs.items()}}
+
+
+def feeds_for(session, cases: Iterable[tuple[int, int]], vocab: dict[str, int], seed: int = 0):
+    rng = np.random.default_rng(seed)
+    specs = list(zip(session.input_names, session.input_dtypes))
+    for batch, seq in cases:
+        yield (batch, seq), random_inputs(specs, batch, seq, rng, vocab)
+
+
+def load_verify_data(path: Path, input_names: list[str]) -> list[dict[str, np.ndarray]]:
+    """Real inputs: an .npz with one array per input name ([batch, seq] each)."""
+    try:
+        with np.load(path) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise BertcError(f"--verify-data {path}: cannot read it as .npz ({e}).") from None
+    missing = [n for n in input_names if n not in data]
+    if missing:
+        raise BertcError(f"--verify-data {path}: no array for input(s) {', '.join(missing)}.",
+                         f"It holds: {', '.join(data) or 'nothing'}; the model takes {', '.join(input_names)}.")
+    return [{n: data[n] for n in input_names}]
+
+
+def compare(reference, artifact, feeds_list: Iterable[dict[str, np.ndarray]], tolerance: float,
+            cases: list[tuple[int, int]]) -> ParityReport:
+    report = ParityReport(cases, tolerance=tolerance)
+    worst: dict[str, float] = {}
+    agree: dict[str, list[float]] = {}
+    for feeds in feeds_list:
+        want = reference.run(feeds)
+        got = artifact.run(feeds)
+        for name, w in want.items():
+            if name not in got:
+                raise BertcError(f"the artifact has no output '{name}' (it has {', '.join(got)}).")
+            g = np.asarray(got[name], dtype=np.float64)
+            w = np.asarray(w, dtype=np.float64)
+            if g.shape != w.shape:
+                worst[name] = float("inf")
+                continue
+            worst[name] = max(worst.get(name, 0.0), float(np.abs(g - w).max()) if w.size else 0.0)
+            if w.ndim == 2 and w.shape[1] > 1:
+                agree.setdefault(name, []).extend((g.argmax(1) == w.argmax(1)).tolist())
+    for name, err in worst.items():
+        a = agree.get(name)
+        report.outputs[name] = OutputParity(err, float(np.mean(a)) if a else None)
+    return report
