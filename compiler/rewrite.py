@@ -44,8 +44,13 @@ class Region:
         return env[id(self.exit)]
 
 
-def forward_closure(graph: Graph, x: Value, max_ops: int = 32, max_scan: int = 400) -> list[Op]:
-    """Ops after ``x`` that compute only from ``x`` and constants, in graph order."""
+def forward_closure(graph: Graph, x: Value, max_ops: int = 32, max_scan: int = 400,
+                    kinds: frozenset[str] | None = None) -> list[Op]:
+    """Ops after ``x`` that compute only from ``x`` and constants, in graph order.
+
+    ``kinds`` limits the closure to op kinds the sought computation can contain,
+    which keeps candidate regions small (and cheap to evaluate) on big models.
+    """
     inside = {id(x)}
     users = {id(op) for op, _ in x.uses}
     start = min((i for i, op in enumerate(graph.ops) if id(op) in users), default=None)
@@ -53,7 +58,7 @@ def forward_closure(graph: Graph, x: Value, max_ops: int = 32, max_scan: int = 4
         return []
     closure: list[Op] = []
     for op in graph.ops[start:start + max_scan]:
-        if op.kind == "const" or not op.operands:
+        if op.kind == "const" or not op.operands or (kinds is not None and op.kind not in kinds):
             continue
         if all(id(v) in inside or v.is_const() for v in op.operands) and any(id(v) in inside for v in op.operands):
             closure.append(op)
@@ -63,9 +68,10 @@ def forward_closure(graph: Graph, x: Value, max_ops: int = 32, max_scan: int = 4
     return closure
 
 
-def single_exit_regions(graph: Graph, x: Value, must_include: Op, max_ops: int = 32):
+def single_exit_regions(graph: Graph, x: Value, must_include: Op, max_ops: int = 32,
+                        kinds: frozenset[str] | None = None):
     """Yield each region from ``x`` that contains ``must_include`` and has one exit, smallest first."""
-    closure = forward_closure(graph, x, max_ops)
+    closure = forward_closure(graph, x, max_ops, kinds=kinds)
     if must_include not in closure:
         return
     producer = {id(r): op for op in closure for r in op.results}

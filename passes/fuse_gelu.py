@@ -19,6 +19,8 @@ from bertc.pass_manager import Pass, PassContext, register_pass
 from bertc.rewrite import Region, matches, single_exit_regions
 
 _FORMS = ("none", "tanh")
+# What a spelled-out GELU is made of (anything else ends the search).
+GELU_KINDS = frozenset({"mul", "add", "sub", "div", "neg", "pow", "erf", "tanh", "cast", "identity"})
 
 
 def _gelu_ref(approximate: str):
@@ -44,7 +46,7 @@ def _candidate_inputs(anchor: Op, depth: int = 4) -> list[Value]:
 
 def find_gelu(graph: Graph, anchor: Op, rng: np.random.Generator) -> tuple[Region, str] | None:
     for x in _candidate_inputs(anchor):
-        for region in single_exit_regions(graph, x, anchor, max_ops=16):
+        for region in single_exit_regions(graph, x, anchor, max_ops=16, kinds=GELU_KINDS):
             for form in _FORMS:
                 if matches(region, _gelu_ref(form), rng):
                     return region, form

@@ -22,6 +22,11 @@ from bertc.pass_manager import Pass, PassContext, register_pass
 from bertc.rewrite import Region, matches, sample_input, single_exit_regions
 
 
+# What a spelled-out layer norm is made of (anything else ends the search).
+LAYER_NORM_KINDS = frozenset({"reduce_mean", "sub", "mul", "add", "div", "rsqrt", "sqrt", "pow", "neg",
+                              "reciprocal", "cast", "identity"})
+
+
 def _epsilon(region: Region) -> float | None:
     """The scalar constant added to the variance."""
     means = [op for op in region.ops if op.kind == "reduce_mean"]
@@ -75,7 +80,7 @@ def _candidate_regions(graph: Graph, mean_op: Op):
         return
     if not isinstance(x.shape[-1], int) or x.shape[-1] < 2:
         return
-    yield from single_exit_regions(graph, x, mean_op, max_ops=24)
+    yield from single_exit_regions(graph, x, mean_op, max_ops=24, kinds=LAYER_NORM_KINDS)
 
 
 def _match(region: Region, rng: np.random.Generator):

@@ -73,7 +73,7 @@ def test_control_flow_is_refused(capsys, tmp_path):
 
     path = _save(tmp_path, loop, tf.TensorSpec([None], tf.float32, name="x"))
     code, _, err = run(capsys, "import", path)
-    assert_clean_error(code, err, "control flow (tf.while_loop, tf.cond) is not supported", "LoopCond (1x)")
+    assert_clean_error(code, err, "control flow (tf.while_loop, tf.cond) is not supported", "StatelessWhile (1x): 'while'")
 
 
 def test_string_ops_are_refused(capsys, tmp_path):

@@ -53,10 +53,20 @@ def clean_name(node_name: str) -> str:
 class ImportContext:
     """What a handler sees: the graph under construction and the current node."""
 
-    def __init__(self, graph: Graph, weight_names: dict[str, str] | None = None) -> None:
+    def __init__(self, graph: Graph, weight_names: dict[str, str] | None = None,
+                 variables: dict[str, tuple[str, Any]] | None = None) -> None:
         self.graph = graph
         self.node: Any = None
         self.weight_names = weight_names or {}
+        self.variables = variables or {}
+
+    def variable(self, input_name: str) -> Value:
+        """The constant holding the weights behind a captured variable placeholder."""
+        node = input_name.split(":")[0].lstrip("^")
+        if node not in self.variables:
+            raise OpError(f"{self.node.op} '{self.name}' reads '{node}', which is not a captured variable")
+        name, value = self.variables[node]
+        return self.graph.const(np.asarray(value), name, Loc.of(name))
 
     @property
     def name(self) -> str:
@@ -154,7 +164,8 @@ def import_frozen(model: FrozenModel) -> Graph:
 
     nodes = {n.name: n for n in model.graph_def.node}
     order = _reachable(nodes, [o.node for o in model.outputs])
-    placeholder_names = {i.node for i in model.inputs}
+    model.variables = _forward_variables(nodes, order, dict(model.variables or {}))
+    placeholder_names = {i.node for i in model.inputs} | set(model.variables or {})
     problems: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for name in order:
         node = nodes[name]
@@ -174,7 +185,9 @@ def import_frozen(model: FrozenModel) -> Graph:
         shape = spec.shape if spec.shape is not None else []
         dims = tuple(d if d is not None else DIM_SYMBOLS.get(i, f"d{i}") for i, d in enumerate(shape))
         env[spec.node] = [graph.add_input(spec.name, TensorType(dtype_of(np.dtype(spec.dtype)), dims))]
-    ctx = ImportContext(graph, model.weight_names)
+    ctx = ImportContext(graph, model.weight_names, model.variables)
+    for name in model.variables or {}:
+        env[name] = [None]  # read through ReadVariableOp / ResourceGather, which ask ctx.variable()
     for name in order:
         if name in env:
             continue
@@ -197,6 +210,15 @@ def import_frozen(model: FrozenModel) -> Graph:
 
 
 NO_HANDLER = "no handler in bertc"
+
+
+def _forward_variables(nodes: dict[str, Any], order: list[str], variables: dict) -> dict:
+    """Inlining passes variable handles through Identity nodes; they name the same variable."""
+    for name in order:
+        node = nodes[name]
+        if node.op == "Identity" and node.input and node.input[0].split(":")[0] in variables:
+            variables[name] = variables[node.input[0].split(":")[0]]
+    return variables
 
 
 def _unsupported_message(source: str, problems: dict[str, dict[str, list[str]]]) -> str:

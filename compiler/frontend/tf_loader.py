@@ -37,7 +37,10 @@ class FrozenModel:
     outputs: list[TensorSpecInfo]
     source: str
     function: object = None  # a callable running the original model, for verification
-    weight_names: dict[str, str] | None = None  # frozen const node -> the variable's name
+    weight_names: dict[str, str] | None = None  # const node -> the variable's name
+    # Captured placeholder node -> (variable name, value): the weights, read
+    # straight from the variables instead of being copied into Const protos.
+    variables: dict[str, tuple[str, object]] | None = None
 
 
 def _tf():
@@ -84,18 +87,19 @@ def load_saved_model(path: Path, signature: str = "serving_default") -> FrozenMo
 
 
 def freeze_function(fn, source: str = "<function>", keepalive=None) -> FrozenModel:
-    """Freeze a concrete function (a signature, or ``tf.function(...).get_concrete_function()``)."""
-    tf = _tf()
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    """Flatten a concrete function (a signature, or ``tf.function(...).get_concrete_function()``).
 
-    try:
-        frozen = convert_variables_to_constants_v2(fn)
-    except Exception as e:
-        raise BertcError(f"{source}: freezing the model's variables failed: {str(e).splitlines()[0][:300]}") from None
-    graph_def = frozen.graph.as_graph_def()
-    weight_names = _variable_names(fn)
+    Function calls are inlined by grappler; the weights are read from the
+    captured variables directly.  (TF's ``convert_variables_to_constants_v2``
+    does the same but copies every weight through protobuf: 20 s and several
+    GB for BERT-base, against well under a second this way.)
+    """
+    tf = _tf()
+    graph_def, variables = _inline(fn, source)
+    weight_names = {node: name for node, (name, _) in variables.items()}
     _, kw_specs = fn.structured_input_signature
-    placeholders = [t for t in frozen.inputs if t.dtype != tf.resource]
+    captured = {internal.name for _, internal in fn.graph.captures}
+    placeholders = [t for t in fn.inputs if t.dtype != tf.resource and t.name not in captured]
     specs = list(kw_specs.items()) if kw_specs else [(t.name.split(":")[0], None) for t in placeholders]
     by_node = {t.name.split(":")[0]: t for t in placeholders}
     ins: list[TensorSpecInfo] = []
@@ -114,9 +118,9 @@ def freeze_function(fn, source: str = "<function>", keepalive=None) -> FrozenMod
     if isinstance(out_struct, dict):
         keys = sorted(out_struct)
     else:
-        keys = [f"output_{i}" for i in range(len(frozen.outputs))]
+        keys = [f"output_{i}" for i in range(len(fn.outputs))]
     outs: list[TensorSpecInfo] = []
-    for key, tensor in zip(keys, frozen.outputs):
+    for key, tensor in zip(keys, fn.outputs):
         node, _, idx = tensor.name.partition(":")
         shape = tensor.shape.as_list() if tensor.shape.rank is not None else None
         outs.append(TensorSpecInfo(key, node, int(idx or 0), tensor.dtype.as_numpy_dtype.__name__, shape))
@@ -126,19 +130,27 @@ def freeze_function(fn, source: str = "<function>", keepalive=None) -> FrozenMod
         return {k: v.numpy() for k, v in res.items()} if isinstance(res, dict) else res
 
     run.keepalive = keepalive  # the loaded object owns the variables fn reads
-    return FrozenModel(graph_def, ins, outs, source, run, weight_names)
+    return FrozenModel(graph_def, ins, outs, source, run, weight_names, variables)
 
 
-def _variable_names(fn) -> dict[str, str]:
-    """Freezing names each weight after the function's capture placeholder
-    ("unknown_39"); map those back to the variables' own names."""
-    by_handle = {id(v.handle): v.name.split(":")[0] for v in getattr(fn, "variables", ())}
-    names: dict[str, str] = {}
-    for external, internal in getattr(fn.graph, "captures", ()):
-        name = by_handle.get(id(external))
-        if name:
-            names[internal.name.split(":")[0]] = name
-    return names
+def _inline(fn, source: str):
+    """(GraphDef with calls inlined, {capture placeholder: (variable name, value)})."""
+    try:
+        from tensorflow.python.framework.convert_to_constants import _run_inline_graph_optimization
+
+        graph_def = _run_inline_graph_optimization(fn, lower_control_flow=False, aggressive_inlining=True)
+    except Exception as e:
+        raise BertcError(f"{source}: inlining the model's functions failed: {str(e).splitlines()[0][:300]}") from None
+    by_handle = {id(v.handle): v for v in getattr(fn, "variables", ())}
+    variables: dict[str, tuple[str, object]] = {}
+    for external, internal in fn.graph.captures:
+        node = internal.name.split(":")[0]
+        var = by_handle.get(id(external))
+        if var is not None:
+            variables[node] = (var.name.split(":")[0], var.numpy())
+        elif hasattr(external, "numpy") and external.dtype.name != "resource":
+            variables[node] = (node, external.numpy())  # a captured constant tensor
+    return graph_def, variables
 
 
 def load_keras(path: Path) -> FrozenModel:

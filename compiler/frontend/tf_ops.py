@@ -12,9 +12,11 @@ import numpy as np
 
 from ..ir.graph import Value
 from ..ir.registry import OpError
+from ..ir.types import FLOAT_DTYPES
 from .tf import ImportContext, handler
 
 INT_MAX = 2**63 - 1
+SIGNED_INT_DTYPES = ("i8", "i16", "i32", "i64")
 
 
 # ------------------------------------------------------------------ plumbing
@@ -55,7 +57,23 @@ _UNARY = {"Neg": "neg", "Abs": "abs", "Sqrt": "sqrt", "Rsqrt": "rsqrt", "Exp": "
 def _binary(ctx, node, ins):
     if node.op == "BiasAdd" and ctx.attr("data_format", "NHWC") != "NHWC":
         raise OpError("BiasAdd with data_format NCHW is not supported")
+    if node.op == "FloorDiv" and ins[0].dtype in FLOAT_DTYPES:
+        raise OpError("FloorDiv on floating-point operands is not supported (the IR has no floor op)")
+    if node.op == "Div" and ins[0].dtype in SIGNED_INT_DTYPES:
+        return _truncating_div(ctx, ins[0], ins[1])
     return ctx.emit(_BINARY[node.op], ins[:2])
+
+
+def _truncating_div(ctx, x: Value, y: Value) -> Value:
+    """TF's integer Div truncates toward zero, the IR's div floors: the two differ (by one)
+    exactly where the remainder is non-zero and the operands have opposite signs."""
+    q = ctx.emit("div", [x, y])
+    rem = ctx.emit("sub", [x, ctx.emit("mul", [q, y])])
+    zero = ctx.const(np.zeros((), _np(x)), ctx.name + "/zero")
+    inexact = ctx.emit("not_equal", [rem, zero])
+    opposite = ctx.emit("not_equal", [ctx.emit("less", [x, zero]), ctx.emit("less", [y, zero])])
+    fix = ctx.emit("cast", [ctx.emit("logical_and", [inexact, opposite])], {"to": x.dtype})
+    return ctx.emit("add", [q, fix])
 
 
 @handler(*_UNARY)
@@ -178,7 +196,10 @@ def _reshape(ctx, node, ins):
 @handler("Squeeze")
 def _squeeze(ctx, node, ins):
     x = ins[0]
-    axes = ctx.attr("squeeze_dims") or [i for i, d in enumerate(x.shape) if d == 1]
+    axes = ctx.attr("squeeze_dims")
+    if not axes and not x.type.is_static:  # which dims are 1 is only known at run time
+        raise OpError(f"Squeeze without axes of {x.type}, whose dims are not all known; pass axis=")
+    axes = axes or [i for i, d in enumerate(x.shape) if d == 1]
     return ctx.emit("squeeze", [x], {"axes": [int(a) for a in axes]})
 
 
@@ -241,7 +262,19 @@ def _range(ctx, node, ins):
     return ctx.emit("range", vals)
 
 
-@handler("GatherV2", "ResourceGather", "Gather")
+@handler("ReadVariableOp")
+def _read_variable(ctx, node, ins):
+    return ctx.variable(node.input[0])
+
+
+@handler("ResourceGather")
+def _resource_gather(ctx, node, ins):
+    if ctx.attr("batch_dims", 0):
+        raise OpError("ResourceGather with batch_dims is not supported")
+    return ctx.emit("gather", [ctx.variable(node.input[0]), ins[1]], {"axis": 0})
+
+
+@handler("GatherV2", "Gather")
 def _gather(ctx, node, ins):
     axis = int(ctx.const_of(ins[2]).reshape(())) if len(ins) > 2 else 0
     if ctx.attr("batch_dims", 0):
@@ -330,7 +363,7 @@ def _strided_slice(ctx, node, ins):
         if kind == "full":
             out_axis += 1
             continue
-        s0 = 0 if masks["begin_mask"] >> i & 1 else b[i]
+        s0 = (0 if st[i] > 0 else INT_MAX) if masks["begin_mask"] >> i & 1 else b[i]
         e0 = (INT_MAX if st[i] > 0 else -INT_MAX) if masks["end_mask"] >> i & 1 else e[i]
         step = st[i]
         if masks["shrink_axis_mask"] >> i & 1:
