@@ -5,6 +5,8 @@
     bertc inspect MODEL|FILE.bir               inputs, ops, parameters, transformer structure
     bertc passes                               every pass with its options
     bertc compile MODEL --target onnx|tflite|all -o OUT
+    bertc check MODEL --target onnx|tflite|all  legality report before converting
+    bertc run ARTIFACT --ids "101 2023 102"    outputs of any artifact
 
 Errors in the input (a wrong path, a corrupt model, an unknown pass) print one
 paragraph and exit 2; a compile whose artifact does not match the source
@@ -67,10 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--passes", default="", help="pass pipeline to run after import")
     p.add_argument("--dump-ir", metavar="DIR", help="write the IR after import and after every pass")
+    p.add_argument("--no-legalize", action="store_true",
+                   help="do not rewrite ops a target lacks (the compile then fails on them)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against TensorFlow")
     p.add_argument("--verify-data", metavar="FILE", help=".npz of real inputs to verify with")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs error allowed (default 1e-4)")
     _add_plugin_arg(p)
+
+    p = sub.add_parser("check", help="what each target lacks and which pass rewrites it (exit 2 if not legal)")
+    _add_model_args(p)
+    p.add_argument("--target", default="all", help="onnx, tflite or all (default: all)")
 
     p = sub.add_parser("run", help="run an artifact (.onnx, .tflite, .bir or a SavedModel) on token ids")
     p.add_argument("artifact")

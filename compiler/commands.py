@@ -123,6 +123,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return compile_command(args)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from .compile import check_command
+
+    return check_command(args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .compile import run_command
 

@@ -45,21 +45,30 @@ def check_output_dir(out: Path) -> None:
     parent = out if out.exists() else out.parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise BertcError(f"-o {out}: {parent} is a file, so the directory cannot be created.",
+                         "Pass a directory path.")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise BertcError(f"-o {out}: {parent} is not writable.", "Choose an output directory you can write to.")
 
 
 def lower_all(graph: Graph, targets: list[Target]) -> dict[str, bytes]:
     """Lower to each target, after checking that every op is legal there."""
+    from .legalize import legalizers
+
+    table = legalizers()
     artifacts = {}
     for target in targets:
         missing = target.unsupported(graph)
         if missing:
-            lines = [f"  {u.op.kind} at {u.op.loc}: {u.reason}" for u in missing[:20]]
+            lines = []
+            for u in missing[:20]:
+                fix = f"pass {table[u.op.kind].name} rewrites it" if u.op.kind in table else "no pass rewrites it"
+                lines.append(f"  {u.op.kind} at {u.op.loc}: {u.reason} ({fix})")
             more = f"\n  … and {len(missing) - 20} more" if len(missing) > 20 else ""
             raise BertcError(f"the model is not legal for target '{target.name}': "
                              f"{len(missing)} op(s) it cannot run:\n" + "\n".join(lines) + more,
-                             "Add a legalization pass for these ops to --passes, or choose another --target.")
+                             "Drop --no-legalize, add the named passes to --passes, or choose another --target.")
         try:
             artifacts[target.file_name] = target.lower(graph)
         except LoweringError as e:
@@ -101,9 +110,12 @@ def verify_artifacts(artifacts: dict[str, bytes], reference, graph: Graph, toler
 
 
 def write_atomically(out: Path, files: dict[str, bytes]) -> None:
-    """Write every file into a staging directory beside OUT, then rename each into place."""
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".bertc-", dir=out))
+    """Write every file into a staging directory inside OUT, then rename each into place."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".bertc-", dir=out))
+    except OSError as e:
+        raise BertcError(f"-o {out}: cannot write there ({e.strerror}).") from None
     try:
         mask = os.umask(0)
         os.umask(mask)
@@ -142,6 +154,12 @@ def compile_command(args: argparse.Namespace) -> int:
     pm = PassManager(parse_pipeline(CANONICALIZE) + user_passes,
                      dump_dir=Path(args.dump_ir) if args.dump_ir else None)
     pm.run(graph)
+    if not args.no_legalize:
+        from .legalize import plan
+
+        extra = plan(graph, targets)
+        if extra:
+            pm.run_more(graph, extra)
 
     t0 = time.perf_counter()
     artifacts = lower_all(graph, targets)
@@ -188,6 +206,29 @@ def _print_summary(report: dict, out: Path) -> None:
         lines.append("  parity: not checked (--no-verify)")
     lines.append(f"  {report['seconds']['total']:.1f} s; report.json has the details")
     print("\n".join(lines), file=sys.stderr)
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """``bertc check``: what each target lacks, what rewrites it, and whether that suffices."""
+    from .commands import load_graph
+    from .ir.parser import parse_graph
+    from .ir.printer import print_graph
+    from .legalize import plan, report
+    from .pass_manager import PassManager
+
+    targets = resolve_targets(args.target)
+    graph, _ = load_graph(args)
+    after = parse_graph(print_graph(graph), graph.weights())
+    note = ""
+    try:
+        extra = plan(after, targets)
+        if extra:
+            PassManager(extra).run(after)
+    except BertcError as e:
+        note, after = f"legalization failed: {e.message}\n", graph
+    text, legal = report(graph, targets, after)
+    sys.stdout.write(text + note)
+    return 0 if legal else 2
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -270,10 +270,19 @@ class PassManager:
         return path
 
     def run(self, graph: Graph, ctx: PassContext | None = None) -> list[PassRecord]:
-        ctx = ctx or PassContext()
+        return self._run(graph, ctx or PassContext(), 0)
+
+    def run_more(self, graph: Graph, passes: list[Pass], ctx: PassContext | None = None) -> list[PassRecord]:
+        """Append passes chosen after seeing the graph (legalization) and run just those."""
+        start = len(self.passes)
+        self.passes = self.passes + list(passes)
+        return self._run(graph, ctx or PassContext(), start)
+
+    def _run(self, graph: Graph, ctx: PassContext, start: int) -> list[PassRecord]:
         if self._dumps == 0:
             self.dump(graph, "import")
-        for i, p in enumerate(self.passes):
+        for i in range(start, len(self.passes)):
+            p = self.passes[i]
             before = len(graph.ops)
             t0 = time.perf_counter()
             try:

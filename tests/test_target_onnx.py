@@ -338,13 +338,24 @@ def test_output_clashing_with_an_input_is_refused() -> None:
 
 def test_initializers_keep_weight_names() -> None:
     g = Graph("w")
-    x = g.add_input("x", TensorType("f32", (1, 3)))
-    w = g.const(np.ones((3, 3), np.float32), "bert/layer_0/query/kernel")
-    w2 = g.const(np.ones((3, 3), np.float32), "bert/layer_0/query/kernel")  # made unique: kernel.1
+    x = g.add_input("x", TensorType("f32", (1, 5)))
+    w = g.const(np.ones((5, 5), np.float32), "bert/layer_0/query/kernel")
+    w2 = g.const(np.ones((5, 5), np.float32), "bert/layer_0/query/kernel")  # made unique: kernel.1
     g.outputs["y"] = g.add("matmul", [g.add("matmul", [x, w]).result, w2]).result
     g.const(np.zeros(3, np.float32), "unused")
     names = [i.name for i in lower(g).graph.initializer]
     assert names == ["bert/layer_0/query/kernel", "bert/layer_0/query/kernel.1"]
+
+
+def test_small_literals_are_named_by_value_and_shared() -> None:
+    """Literals print inline (their weight names don't survive the text form): name them by value."""
+    g = Graph("lit")
+    x = g.add_input("x", TensorType("f32", (2,)))
+    a = g.const(np.float32(2.0), "layer_0/scale")
+    b = g.const(np.float32(2.0), "layer_1/scale")
+    g.outputs["y"] = g.add("mul", [g.add("mul", [x, a]).result, b]).result
+    names = [i.name for i in lower(g).graph.initializer]
+    assert names == ["bertc/const=2.0"]
 
 
 # --------------------------------------------------------------------------- refusals

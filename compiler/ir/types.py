@@ -119,20 +119,24 @@ def valid_dim(dim: Dim) -> bool:
 
 
 def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
-    """Numpy broadcasting over symbolic shapes; raises ValueError when they clash."""
+    """Numpy broadcasting over symbolic shapes; raises ValueError when they clash.
+
+    A symbol against a static dim n > 1 gives n (the symbol must be 1 or n at
+    run time, as TF assumes); two different symbols give UNKNOWN.
+    """
     rank = max((len(s) for s in shapes), default=0)
     out: list[Dim] = []
     for i in range(rank):
         dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
         known = [d for d in dims if d != 1]
-        if not known:
-            out.append(1)
+        statics = {d for d in known if is_static(d)}
+        if len(statics) > 1:
+            raise ValueError(f"shapes {' and '.join(map(format_shape, shapes))} do not broadcast")
+        if statics:
+            out.append(statics.pop())
             continue
-        first = known[0]
-        for d in known[1:]:
-            if d != first and d != UNKNOWN and first != UNKNOWN:
-                raise ValueError(f"shapes {' and '.join(map(format_shape, shapes))} do not broadcast")
-        out.append(next((d for d in known if d != UNKNOWN), UNKNOWN))
+        symbols = {d for d in known if d != UNKNOWN}
+        out.append(symbols.pop() if len(symbols) == 1 and UNKNOWN not in known else (1 if not known else UNKNOWN))
     return tuple(out)
 
 

@@ -118,6 +118,14 @@ def _add_dims(x, y):
     raise ValueError("symbolic add")
 
 
+def _sub_dims(x, y):
+    if isinstance(x, int) and isinstance(y, int):
+        return x - y
+    if y == 0:
+        return x
+    raise ValueError("symbolic sub")
+
+
 def _div_dims(x, y):
     if isinstance(x, int) and isinstance(y, int):
         return x // y
@@ -128,7 +136,7 @@ def _div_dims(x, y):
 
 
 _binary("add", np.add, "x + y", sym=_sym_binary(_add_dims))
-_binary("sub", np.subtract, "x - y")
+_binary("sub", np.subtract, "x - y", sym=_sym_binary(_sub_dims))
 _binary("mul", np.multiply, "x * y", sym=_sym_binary(_mul_dims))
 _binary("div", lambda x, y: np.floor_divide(x, y) if x.dtype.kind in "iu" else np.divide(x, y),
         "x / y (floor division on integers, as TF's FloorDiv; true division on floats)",

@@ -285,9 +285,18 @@ def _range_type(op) -> TensorType:
     return TensorType(dtype, (UNKNOWN,))
 
 
+def _range_sym(op):
+    """A short integer range of known bounds (the permutations TF builds with range/concat)."""
+    bounds = [v.sym[0] if v.sym and len(v.sym) == 1 else None for v in op.operands]
+    if t(op).dtype not in ("i32", "i64") or not all(isinstance(b, int) for b in bounds) or bounds[2] == 0:
+        return None
+    values = range(*bounds)
+    return [tuple(values)] if len(values) <= 64 else None
+
+
 define("range", ("start", "limit", "delta"), _range_type,
        lambda attrs, s, l, d: np.arange(s, l, d, dtype=s.dtype),
-       verify=require_same_dtype, doc="[start, start+delta, …) below limit; scalar operands")
+       verify=require_same_dtype, sym=_range_sym, doc="[start, start+delta, …) below limit; scalar operands")
 
 
 def _one_hot_type(op) -> TensorType:

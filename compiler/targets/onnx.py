@@ -23,6 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
+from ..ir.printer import INLINE_LIMIT, Namer
 from ..ir.graph import Graph, Op, Value
 from ..ir.types import DTYPES, FLOAT_DTYPES, INT_DTYPES, UNKNOWN, TensorType, is_static
 from .base import LoweringError, Target
@@ -49,7 +50,17 @@ def value_info(name: str, type: TensorType) -> onnx.ValueInfoProto:
 class _Emitter:
     """Collects nodes and initializers, and gives every IR value a unique ONNX name."""
 
-    def __init__(self) -> None:
+    def __init__(self, graph: Graph | None = None) -> None:
+        # Value names as the text form prints them, so a graph and its printed-and-
+        # reparsed copy lower to the same bytes.
+        self._ssa: dict[int, str] = {}
+        if graph is not None:
+            namer = Namer()
+            for v in graph.inputs:
+                self._ssa[id(v)] = namer.name(v)
+            for op in graph.ops:
+                for r in op.results:
+                    self._ssa[id(r)] = namer.name(r)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._names: dict[int, str] = {}
@@ -85,7 +96,7 @@ class _Emitter:
 
     def name_of(self, v: Value) -> str:
         if id(v) not in self._names:
-            self._names[id(v)] = self.unique(v.name)
+            self._names[id(v)] = self.unique(self._ssa.get(id(v), v.name))
         return self._names[id(v)]
 
     def fresh(self, suffix: str) -> str:
@@ -473,13 +484,19 @@ def _is_live(op: Op, graph: Graph) -> bool:
 def lower(graph: Graph) -> onnx.ModelProto:
     """Lower a legal graph to an ONNX model (opset 20) in one protobuf."""
     _check_legal(graph)
-    e = _Emitter()
+    e = _Emitter(graph)
     _reserve_io_names(e, graph)
     for op in graph.ops:
         if not _is_live(op, graph):
             continue
         e.op = op
         if op.kind == "const" and e.name_of_bound(op.result) is None:
+            value = op.attrs["value"]
+            if value.size <= INLINE_LIMIT:
+                # Small literals print inline, so their weight names don't survive the
+                # text form: share one initializer per value, named by the value.
+                e.bind(op.result, e.const(value))
+                continue
             e.bind(op.result, e.unique(op.attrs["name"]))
         ins = [e.name_of(v) for v in op.operands]
         outs = [e.name_of(r) for r in op.results]
