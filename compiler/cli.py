@@ -83,7 +83,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run an artifact (.onnx, .tflite, .bir or a SavedModel) on token ids")
     p.add_argument("artifact")
     p.add_argument("--ids", required=True, help='token ids, e.g. "101 2023 102"')
+
+    # Commands that live in their own modules: each has add_arguments(parser) and
+    # command(args); their top-level imports stay light so `bertc --help` is fast.
+    import importlib
+
+    for name, module, text in PLUGGED_COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue  # not written yet
+        p = sub.add_parser(name, help=text)
+        mod.add_arguments(p)
+        p.set_defaults(handler=mod.command)
     return parser
+
+
+PLUGGED_COMMANDS = [
+    ("bench", "bertc.runtime.bench", "latency, throughput, load time, size and memory, backends side by side"),
+    ("eval", "bertc.runtime.evaluate", "macro-F1, accuracy and confusions on labelled text, any backend"),
+    ("demo", "bertc.demo", "compile a real pretrained BERT (all-MiniLM-L6-v2) several ways and compare"),
+    ("analyze", "bertc.analyze", "per-layer sensitivity of a model to quantization"),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         from . import commands
         from .quiet import native_stderr_silenced
 
+        handler = getattr(args, "handler", None) or getattr(commands, f"cmd_{args.command}")
         with native_stderr_silenced(enabled=not args.verbose):
-            return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
+            return int(handler(args) or 0)
     except BertcError as e:
         if args.debug:
             raise

@@ -247,8 +247,14 @@ def run_command(args: argparse.Namespace) -> int:
     for name in session.input_names:
         role = input_role(name)
         feeds[name] = ids if role == "ids" else (np.ones_like(ids) if role == "mask" else np.zeros_like(ids))
+    try:
+        outputs = session.run(feeds)
+    except Exception as e:  # the runtime refused these inputs (ids beyond the vocabulary, say)
+        first = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
+        raise BertcError(f"{args.artifact}: running it on --ids failed: {first}",
+                         "Check that every id is below the model's vocabulary size.") from None
     np.set_printoptions(precision=6, suppress=True, linewidth=120)
-    for name, value in session.run(feeds).items():
+    for name, value in outputs.items():
         print(f"{name} {list(value.shape)}:\n{value}")
         if value.ndim == 2 and value.shape[1] > 1:
             print(f"argmax: {value.argmax(axis=1).tolist()}")

@@ -49,7 +49,7 @@ def run(argv: list[str] | None = None) -> None:
     step("to ONNX and TFLite, verified against TF", "compile", str(model), "--target", "all",
          "-o", str(work / "out"), "--dump-ir", str(work / "ir"))
     for artifact in ("model.onnx", "model.tflite"):
-        step(f"poke at {artifact}", "run", str(work / "out" / artifact), "--ids", "101 7592 2088 102")
+        step(f"poke at {artifact}", "run", str(work / "out" / artifact), "--ids", "101 592 88 102")
     print(f"\nartifacts and report.json: {work / 'out'}\nIR after each pass: {work / 'ir'}")
 
 
