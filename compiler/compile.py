@@ -14,7 +14,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +23,6 @@ from .ir.graph import Graph
 from .targets.base import LoweringError, Target, get_target
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CompileResult:
-    graph: Graph
-    artifacts: dict[str, bytes] = field(default_factory=dict)  # file name -> bytes
-    report: dict = field(default_factory=dict)
 
 
 def resolve_targets(spec: str) -> list[Target]:
@@ -52,12 +44,15 @@ def check_output_dir(out: Path) -> None:
         raise BertcError(f"-o {out}: {parent} is not writable.", "Choose an output directory you can write to.")
 
 
-def lower_all(graph: Graph, targets: list[Target]) -> dict[str, bytes]:
-    """Lower to each target, after checking that every op is legal there."""
+def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, Path]:
+    """Lower to each target (after checking every op is legal there) into ``staging``.
+
+    Each artifact goes to disk as soon as it exists, so only one serialized
+    model is in memory at a time (BERT-base: 440 MB each).
+    """
     from .legalize import legalizers
 
     table = legalizers()
-    artifacts = {}
     for target in targets:
         missing = target.unsupported(graph)
         if missing:
@@ -69,34 +64,32 @@ def lower_all(graph: Graph, targets: list[Target]) -> dict[str, bytes]:
             raise BertcError(f"the model is not legal for target '{target.name}': "
                              f"{len(missing)} op(s) it cannot run:\n" + "\n".join(lines) + more,
                              "Drop --no-legalize, add the named passes to --passes, or choose another --target.")
+    paths = {}
+    for target in targets:
         try:
-            artifacts[target.file_name] = target.lower(graph)
+            data = target.lower(graph)
         except LoweringError as e:
             raise BertcError(f"lowering to {target.name} failed: {e}") from None
-    return artifacts
+        paths[target.file_name] = staging / target.file_name
+        paths[target.file_name].write_bytes(data)
+        del data
+    return paths
 
 
-def verify_artifacts(artifacts: dict[str, bytes], reference, graph: Graph, tolerance: float,
-                     verify_data: Path | None) -> dict[str, dict]:
-    from .runtime.inputs import vocab_size
+def verify_artifacts(artifacts: dict[str, Path], expected, tolerance: float) -> dict[str, dict]:
+    """Each artifact on its runtime against the recorded reference outputs."""
     from .runtime.session import open_session
-    from .runtime.verify import DEFAULT_CASES, compare, feeds_for, load_verify_data
+    from .runtime.verify import compare
 
     parity = {}
-    for file_name, data in artifacts.items():
+    for file_name, path in artifacts.items():
         kind = file_name.rsplit(".", 1)[1]
         try:
-            session = open_session(data, kind=kind)
+            session = open_session(path)
         except Exception as e:  # a written model must load: this is our bug, say so plainly
             raise BertcError(f"the {kind} artifact does not load in its runtime: {type(e).__name__}: {e}") from None
-        if verify_data is not None:
-            feeds = load_verify_data(verify_data, session.input_names)
-            cases = [tuple(next(iter(feeds[0].values())).shape)]
-        else:
-            vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
-            cases = list(DEFAULT_CASES)
-            feeds = [f for _, f in feeds_for(reference, cases, vocab)]
-        report = compare(reference, session, feeds, tolerance, cases)
+        report = compare(expected, session, tolerance)
+        del session
         parity[kind] = report.to_json()
         if not report.ok:
             name, worst = report.worst()
@@ -109,32 +102,42 @@ def verify_artifacts(artifacts: dict[str, bytes], reference, graph: Graph, toler
     return parity
 
 
-def write_atomically(out: Path, files: dict[str, bytes]) -> None:
-    """Write every file into a staging directory inside OUT, then rename each into place."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".bertc-", dir=out))
-    except OSError as e:
-        raise BertcError(f"-o {out}: cannot write there ({e.strerror}).") from None
-    try:
+class Staging:
+    """A hidden directory inside OUT where artifacts are built; ``commit`` renames them into OUT.
+
+    On failure everything staged is removed, and OUT too when this compile created it.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.created_out = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self.dir = Path(tempfile.mkdtemp(prefix=".bertc-", dir=out))
+        except OSError as e:
+            raise BertcError(f"-o {out}: cannot write there ({e.strerror}).") from None
+
+    def commit(self) -> None:
         mask = os.umask(0)
         os.umask(mask)
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
-            os.chmod(staging / name, 0o666 & ~mask)
-        for name in files:
-            os.replace(staging / name, out / name)
-    finally:
-        for p in staging.glob("*"):
-            p.unlink()
-        staging.rmdir()
+        for p in sorted(self.dir.iterdir()):
+            os.chmod(p, 0o666 & ~mask)
+            os.replace(p, self.out / p.name)
+        self.dir.rmdir()
+
+    def abandon(self) -> None:
+        if self.dir.exists():
+            for p in self.dir.iterdir():
+                p.unlink()
+            self.dir.rmdir()
+        if self.created_out and self.out.exists() and not any(self.out.iterdir()):
+            self.out.rmdir()
 
 
 def compile_command(args: argparse.Namespace) -> int:
     from .commands import load_graph
     from .frontend.tf import CANONICALIZE
     from .pass_manager import PassManager, parse_pipeline
-    from .runtime.session import ReferenceSession, TFSession
 
     t_start = time.perf_counter()
     out = Path(args.output)
@@ -147,9 +150,23 @@ def compile_command(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     graph, frozen = load_graph(args, canonicalize=False)
-    import_s = time.perf_counter() - t0
+    timings = {"import": round(time.perf_counter() - t0, 3)}
     ops_imported = graph.histogram()
     params_before = graph.num_parameters()
+    expected = None
+    if not args.no_verify:
+        # Record the source model's outputs now, then let it go: BERT-base's TF
+        # copy of the weights is 440 MB that lowering does not need.
+        from .runtime.session import ReferenceSession, TFSession
+        from .runtime.verify import record
+
+        t0 = time.perf_counter()
+        expected = record(TFSession(frozen) if frozen is not None else ReferenceSession(graph), graph, verify_data)
+        timings["reference"] = round(time.perf_counter() - t0, 3)
+        frozen = None
+        import gc
+
+        gc.collect()
 
     pm = PassManager(parse_pipeline(CANONICALIZE) + user_passes,
                      dump_dir=Path(args.dump_ir) if args.dump_ir else None)
@@ -161,19 +178,33 @@ def compile_command(args: argparse.Namespace) -> int:
         if extra:
             pm.run_more(graph, extra)
 
+    staging = Staging(out)
+    try:
+        report = _lower_verify_report(args, graph, pm, targets, staging, expected, ops_imported, params_before,
+                                      timings, t_start)
+        (staging.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    except BaseException:
+        staging.abandon()
+        raise
+    staging.commit()
+    _print_summary(report, out)
+    return 0
+
+
+def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_imported, params_before,
+                         timings, t_start) -> dict:
     t0 = time.perf_counter()
-    artifacts = lower_all(graph, targets)
+    artifacts = lower_all(graph, targets, staging.dir)
     lower_s = time.perf_counter() - t0
 
     parity: dict = {}
     t0 = time.perf_counter()
-    if not args.no_verify:
-        reference = TFSession(frozen) if frozen is not None else ReferenceSession(graph)
-        parity = verify_artifacts(artifacts, reference, graph, args.tolerance, verify_data)
+    if expected is not None:
+        parity = verify_artifacts(artifacts, expected, args.tolerance)
     verify_s = time.perf_counter() - t0
 
     params_after = graph.num_parameters()
-    report = {
+    return {
         "source": str(args.model),
         "targets": [t.name for t in targets],
         "pipeline": [p.spec() for p in pm.passes],
@@ -182,16 +213,12 @@ def compile_command(args: argparse.Namespace) -> int:
         "ops": {"imported": ops_imported, "final": graph.histogram()},
         "parameters": {"before": params_before[0], "after": params_after[0],
                        "bytes_before": params_before[1], "bytes_after": params_after[1]},
-        "artifacts": {name: {"bytes": len(data)} for name, data in artifacts.items()},
+        "artifacts": {name: {"bytes": path.stat().st_size} for name, path in artifacts.items()},
         "verification": parity if not args.no_verify else "skipped (--no-verify)",
-        "seconds": {"import": round(import_s, 3), "lower": round(lower_s, 3), "verify": round(verify_s, 3),
+        "seconds": {**timings, "passes": round(sum(r.seconds for r in pm.records), 3),
+                    "lower": round(lower_s, 3), "verify": round(verify_s, 3),
                     "total": round(time.perf_counter() - t_start, 3)},
     }
-    files = dict(artifacts)
-    files["report.json"] = (json.dumps(report, indent=2) + "\n").encode()
-    write_atomically(out, files)
-    _print_summary(report, out)
-    return 0
 
 
 def _print_summary(report: dict, out: Path) -> None:

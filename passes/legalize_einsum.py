@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bertc.ir import Graph, Op, Value
-from bertc.ir.types import UNKNOWN, dim_prod, is_static
+from bertc.ir.types import dim_prod, is_static
 from bertc.ops.linalg import parse_equation
 from bertc.pass_manager import Pass, PassContext, register_pass
 

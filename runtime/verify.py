@@ -65,13 +65,33 @@ def load_verify_data(path: Path, input_names: list[str]) -> list[dict[str, np.nd
     return [{n: data[n] for n in input_names}]
 
 
-def compare(reference, artifact, feeds_list: Iterable[dict[str, np.ndarray]], tolerance: float,
-            cases: list[tuple[int, int]]) -> ParityReport:
-    report = ParityReport(cases, tolerance=tolerance)
+@dataclass
+class Expected:
+    """Reference outputs recorded once, so the source model can be freed before lowering."""
+
+    cases: list[tuple[int, int]]
+    runs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]  # (feeds, outputs)
+
+
+def record(reference, graph, verify_data: Path | None = None) -> Expected:
+    """Run the reference (TF, or the IR) on the default cases or on --verify-data."""
+    from .inputs import vocab_size
+
+    if verify_data is not None:
+        feeds_list = load_verify_data(verify_data, reference.input_names)
+        cases = [tuple(next(iter(feeds_list[0].values())).shape)]
+    else:
+        vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
+        cases = list(DEFAULT_CASES)
+        feeds_list = [f for _, f in feeds_for(reference, cases, vocab)]
+    return Expected(cases, [(f, reference.run(f)) for f in feeds_list])
+
+
+def compare(expected: Expected, artifact, tolerance: float) -> ParityReport:
+    report = ParityReport(expected.cases, tolerance=tolerance)
     worst: dict[str, float] = {}
     agree: dict[str, list[float]] = {}
-    for feeds in feeds_list:
-        want = reference.run(feeds)
+    for feeds, want in expected.runs:
         got = artifact.run(feeds)
         for name, w in want.items():
             if name not in got:

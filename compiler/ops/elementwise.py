@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.registry import Attr, OpError, define
-from ..ir.types import DTYPES, FLOAT_DTYPES, UNKNOWN, TensorType, dim_div, dim_mul
+from ..ir.types import DTYPES, FLOAT_DTYPES, UNKNOWN, dim_div, dim_mul
 from ._util import broadcast_type, require_same_dtype, same_as_first, t
 
 
