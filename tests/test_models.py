@@ -74,3 +74,23 @@ def test_int64_ids_import(tmp_path):
     assert [v.dtype for v in graph.inputs] == ["i64"] * 3
     feeds = random_graph_inputs(graph, 2, 6)
     np.testing.assert_allclose(run_graph(graph, feeds)["logits"], frozen.function(**feeds)["logits"], atol=TOLERANCE)
+
+
+def test_keras_file_imports(tmp_path):
+    """A Keras 3 `.keras` file is traced with dynamic batch and sequence and imported."""
+    import keras
+
+    from bertc.frontend.tf import import_model
+
+    inp = keras.Input((None,), dtype="int32", name="input_ids")
+    x = keras.layers.Embedding(50, 16)(inp)
+    x = keras.layers.LayerNormalization()(x)
+    x = keras.layers.Dense(16, activation="gelu")(x)
+    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inp, out)
+    model.save(tmp_path / "m.keras")
+    graph, _ = import_model(tmp_path / "m.keras")
+    assert graph.inputs[0].shape == ("batch", "seq")
+    assert graph.histogram()["layer_norm"] == 1 and graph.histogram()["gelu"] == 1
+    ids = np.random.default_rng(0).integers(0, 50, (2, 7)).astype(np.int32)
+    np.testing.assert_allclose(run_graph(graph, {"input_ids": ids})["output_0"], model(ids).numpy(), atol=TOLERANCE)
