@@ -7,6 +7,8 @@
     bertc compile MODEL --target onnx|tflite|all -o OUT
     bertc check MODEL --target onnx|tflite|all  legality report before converting
     bertc run ARTIFACT --ids "101 2023 102"    outputs of any artifact
+    bertc bench MODEL_OR_ARTIFACTS… [--seq 16,128] [--batch 1,8] [-o DIR]
+    bertc eval ARTIFACT --data test.csv --vocab vocab.txt [--labels labels.txt]
 
 Errors in the input (a wrong path, a corrupt model, an unknown pass) print one
 paragraph and exit 2; a compile whose artifact does not match the source
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against TensorFlow")
     p.add_argument("--verify-data", metavar="FILE", help=".npz of real inputs to verify with")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs error allowed (default 1e-4)")
+    p.add_argument("--labels", metavar="FILE", help="class labels in logit order, one per line; stored in each artifact")
     _add_plugin_arg(p)
 
     p = sub.add_parser("check", help="what each target lacks and which pass rewrites it (exit 2 if not legal)")
@@ -108,11 +111,23 @@ PLUGGED_COMMANDS = [
 ]
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Log to whatever sys.stderr is at the time (it is swapped while a command runs)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+                        format="%(levelname)s %(name)s: %(message)s", handlers=[_CurrentStderr()])
     if not args.command:
         parser.print_help()
         return 2

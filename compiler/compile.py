@@ -102,6 +102,24 @@ def verify_artifacts(artifacts: dict[str, Path], expected, tolerance: float) -> 
     return parity
 
 
+def _store_labels(args, graph: Graph, artifacts: dict[str, Path], staging: Path) -> list[str] | None:
+    """With --labels: the label order goes into each artifact's metadata and labels.txt (before verification,
+    so the bytes verified are the bytes written)."""
+    if not getattr(args, "labels", None):
+        return None
+    from .runtime.metadata import read_labels_file, write_labels_onnx, write_labels_tflite
+
+    labels = read_labels_file(args.labels)
+    width = next(iter(graph.outputs.values())).shape[-1]
+    if isinstance(width, int) and width != len(labels):
+        raise BertcError(f"--labels {args.labels}: {len(labels)} labels, but the model has {width} logits.")
+    writers = {"onnx": write_labels_onnx, "tflite": write_labels_tflite}
+    for name, path in artifacts.items():
+        path.write_bytes(writers[name.rsplit(".", 1)[1]](path.read_bytes(), labels))
+    (staging / "labels.txt").write_text("\n".join(labels) + "\n")
+    return labels
+
+
 class Staging:
     """A hidden directory inside OUT where artifacts are built; ``commit`` renames them into OUT.
 
@@ -195,6 +213,7 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
                          timings, t_start) -> dict:
     t0 = time.perf_counter()
     artifacts = lower_all(graph, targets, staging.dir)
+    labels = _store_labels(args, graph, artifacts, staging.dir)
     lower_s = time.perf_counter() - t0
 
     parity: dict = {}
@@ -214,6 +233,7 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
         "parameters": {"before": params_before[0], "after": params_after[0],
                        "bytes_before": params_before[1], "bytes_after": params_after[1]},
         "artifacts": {name: {"bytes": path.stat().st_size} for name, path in artifacts.items()},
+        "labels": labels,
         "verification": parity if not args.no_verify else "skipped (--no-verify)",
         "seconds": {**timings, "passes": round(sum(r.seconds for r in pm.records), 3),
                     "lower": round(lower_s, 3), "verify": round(verify_s, 3),

@@ -213,3 +213,19 @@ def test_run_pokes_at_every_artifact(capsys, tf_bert, compiled_all):
     tf_text = capsys.readouterr().out
     assert tf_text.splitlines()[-1] == outputs[0].splitlines()[-1] == outputs[1].splitlines()[-1]  # same argmax
     assert main(["run", str(out / "model.onnx"), "--ids", "five"]) == 2
+
+
+def test_labels_are_stored_in_every_artifact(capsys, tf_bert_dir, tmp_path):
+    from bertc.runtime.metadata import read_labels
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("greet\ndeny\naffirm\n")
+    code, err = compile_(capsys, tf_bert_dir, "--target", "all", "-o", tmp_path / "out", "--labels", labels)
+    assert code == 0, err
+    for name in ("model.onnx", "model.tflite"):
+        assert read_labels(tmp_path / "out" / name) == ["greet", "deny", "affirm"]
+    assert (tmp_path / "out" / "labels.txt").read_text() == "greet\ndeny\naffirm\n"
+    labels.write_text("only\ntwo\n")
+    code, err = compile_(capsys, tf_bert_dir, "--target", "onnx", "-o", tmp_path / "out2", "--labels", labels)
+    assert code == 2 and "2 labels, but the model has 3 logits" in err
+    assert not (tmp_path / "out2").exists()
