@@ -269,6 +269,14 @@ case("scatter_nd_i32", "scatter_nd", np.array([[0, 1], [0, 1], [2, 0]], np.int64
      np.array([5, -7, 9], np.int32), shape=[3, 2])
 case("scatter_nd_add", "scatter_nd_add", X[0], np.array([[0], [2], [0]], np.int64), Y[0])
 case("scatter_nd_update", "scatter_nd_update", X[0], np.array([[2], [0]], np.int32), Y[0, :2])
+# quantization (issue 6; tests/test_quant.py checks these in depth)
+_QW = RNG.integers(-127, 128, (4, 5)).astype(np.int8)
+case("quantize_axis_i8", "quantize", X * 3, C(np.array([0.05, 0.1, 0.2, 0.4], np.float32)),
+     C(np.array([0, 3, -3, 7], np.int8)), axis=2)
+case("dequantize_u8", "dequantize", np.arange(0, 240, 10, dtype=np.uint8).reshape(2, 3, 4),
+     C(np.float32(0.02)), C(np.uint8(128)))
+case("qmatmul_per_channel", "qmatmul", X, C(_QW), C(np.linspace(0.01, 0.05, 5).astype(np.float32)),
+     C(np.zeros(5, np.int8)), axis=1, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -378,6 +378,19 @@ def _shape_cases() -> dict[str, Case]:
 
 
 CASES: dict[str, Case] = {**_unary_cases(), **_binary_cases(), **_cast_cases(), **_nn_cases(), **_shape_cases()}
+# quantization (issue 6; tests/test_quant.py checks these in depth).  The qmatmul case
+# uses LiteRT's own activation scheme (int8 per row), which the reference then matches.
+CASES.update({
+    "quantize-axis-i8": Case({"x": ("f32", ("b", 4))}, op_c("quantize", arr([0.05, 0.1, 0.2, 0.4], "f32"),
+                                                             arr([0, 3, -3, 7], "i8"), axis=1),
+                             [{"x": rnd("f32", (3, 4))}]),
+    "dequantize-u8": Case({"x": ("u8", ("b", 4))}, op_c("dequantize", arr(0.02, "f32"), arr(128, "u8")),
+                          [{"x": rnd("u8", (3, 4), 0, 256)}]),
+    "qmatmul-per-channel": Case({"x": ("f32", ("b", "s", 16))},
+                                op_c("qmatmul", rnd("i8", (16, 8), -127, 128), arr(np.linspace(0.01, 0.05, 8), "f32"),
+                                     arr(np.zeros(8), "i8"), axis=1, act_dtype="i8", act_per_row=True),
+                                [{"x": rnd("f32", (2, 5, 16), -20, 20)}], 1e-5),
+})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -1,3 +1,4 @@
 """The core op set.  Importing this package registers every op kind."""
 
 from . import core, elementwise, linalg, nn, shape_ops  # noqa: F401  (registration side effects)
+from . import quant  # noqa: F401,E402  (quantize, dequantize, qmatmul: issue 6)

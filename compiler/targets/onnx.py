@@ -441,6 +441,45 @@ CAPABILITIES: dict[str, Check | None] = {
     "scatter_nd": _check_scatter_add(updates=1),
     "scatter_nd_add": _check_scatter_add(updates=2),
 }
+# --------------------------------------------------------------------------- quantization (issue 6)
+# Scale and zero point are operands in the IR as in ONNX, so quantize/dequantize are
+# one node each.  qmatmul is onnxruntime's contrib DynamicQuantizeMatMul (domain
+# com.microsoft, opset 1): benchmarks/quantization.py measured it fastest at every
+# graph optimization level (at ORT_ENABLE_ALL the standard-op spellings
+# DynamicQuantizeLinear+MatMulInteger+Cast+Mul and QDQ are fused into this same
+# kernel; without that fusion they are 2x and 10x slower).
+MS_DOMAIN = "com.microsoft"
+
+
+def _axis_attrs(op: Op) -> dict:
+    return {} if op.attrs["axis"] is None else {"axis": int(op.attrs["axis"])}
+
+
+def _lower_quantize(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    e.node("QuantizeLinear", ins, outs, **_axis_attrs(op))
+
+
+def _lower_dequantize(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    e.node("DequantizeLinear", ins, outs, **_axis_attrs(op))
+
+
+def _lower_qmatmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """DynamicQuantizeMatMul(a, b, b_scale, b_zero_point): onnxruntime quantizes ``a`` at run
+    time to u8, asymmetric, per tensor (DynamicQuantizeLinear's rule), which is exactly the
+    reference kernel for act_dtype="u8", per tensor.  Other act_* settings (the TFLite
+    scheme) run with this one too: the activation is then rounded on a coarser grid than
+    the IR says (one scale per tensor instead of per row), a documented difference."""
+    if (op.attrs["act_dtype"], op.attrs["act_symmetric"], op.attrs["act_per_row"]) != ("u8", False, False):
+        logger.debug("qmatmul at %s: onnxruntime quantizes the activation u8 per tensor", op.loc)
+    e.node("DynamicQuantizeMatMul", ins, outs, domain=MS_DOMAIN)
+
+
+_LOWERINGS.update({"quantize": _lower_quantize, "dequantize": _lower_dequantize,
+                   "qmatmul": _lower_qmatmul})
+# The IR verifier already limits these to f32 <-> i8/u8, all of which onnxruntime's
+# CPU kernels run (DynamicQuantizeMatMul takes an i8 or u8 kernel).
+CAPABILITIES.update({"quantize": None, "dequantize": None, "qmatmul": None})
+
 # cumprod is left out on purpose: opset 20 has no CumProd (legalization rewrites it).
 assert set(CAPABILITIES) <= set(_LOWERINGS), "every capability needs a lowering"
 
@@ -515,9 +554,11 @@ def lower(graph: Graph) -> onnx.ModelProto:
     onnx_graph = helper.make_graph(e.nodes, graph.name, [value_info(v.name, v.type) for v in graph.inputs],
                                    outputs, initializer=e.initializers)
     opsets = [helper.make_opsetid("", OPSET)]
+    if any(n.domain == MS_DOMAIN for n in e.nodes):  # qmatmul: onnxruntime's contrib ops
+        opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
     model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="bertc",
                               producer_version=__version__,
-                              ir_version=helper.find_min_ir_version_for(opsets))
+                              ir_version=helper.find_min_ir_version_for(opsets, ignore_unknown=True))
     logger.debug("lowered %s: %d nodes, %d initializers", graph.name, len(e.nodes),
                  len(e.initializers))
     return model

@@ -593,6 +593,120 @@ CAPABILITIES: dict[str, Check | None] = {
 }
 # erf (no builtin; gelu is), einsum, cumprod, scatter_nd_update and scatter_nd_add are
 # left out on purpose: legalization passes rewrite them before this target.
+
+# --------------------------------------------------------------------------- quantization (issue 6)
+# A TFLite tensor carries its own quantization parameters, so the IR's scale and
+# zero point operands (constants) become parameters of the int8 tensor they describe.
+from .tflite_builder import quantization, quantized_weight, set_quantization  # noqa: E402
+
+QUANT_DTYPES = frozenset({"i8", "u8"})
+
+
+def _quant_params(op: Op):
+    axis = op.attrs["axis"]
+    rank = op.operands[0].type.rank
+    return quantization(op.operands[1].const_value(), op.operands[2].const_value(),
+                        None if axis is None else normalize_axis(axis, rank))
+
+
+@lowers("qmatmul")
+def _qmatmul(ctx: Lowering, op: Op) -> None:
+    """Hybrid FULLY_CONNECTED: f32 input and output, an int8 kernel [N, K] that carries
+    its scales (per output channel: quantized_dimension 0; zero points 0).  LiteRT
+    quantizes each input row to int8 at run time.  asymmetric_quantize_inputs is set:
+    XNNPACK (on by default) quantizes rows asymmetrically whatever the flag says and the
+    builtin kernel is faster with it (benchmarks/quantization.py), so the file computes
+    the same with or without the delegate: the reference's act_dtype="i8",
+    act_per_row=True.  With the default u8-per-tensor activations in the IR, LiteRT's
+    grid is finer (one scale per row), a documented difference."""
+    a, b, scale, zero_point = op.operands
+    w = quantized_weight(ctx, b, scale, zero_point, op.attrs["axis"])
+    ctx.emit(B.FULLY_CONNECTED, [ctx.tensor(a), w, -1], [ctx.result(op.result)],
+             options("FullyConnectedOptionsT", keepNumDims=True, asymmetricQuantizeInputs=True))
+
+
+@lowers("quantize")
+def _quantize(ctx: Lowering, op: Op) -> None:
+    """QUANTIZE into a tensor carrying the parameters (LiteRT rounds ties away from zero)."""
+    out = ctx.result(op.result)
+    set_quantization(ctx, out, _quant_params(op))
+    ctx.emit(B.QUANTIZE, [ctx.tensor(op.operands[0])], [out])
+
+
+@lowers("dequantize")
+def _dequantize(ctx: Lowering, op: Op) -> None:
+    """DEQUANTIZE of the int8 tensor, which is given the parameters (a gathered embedding
+    row, a constant: LiteRT dequantizes constant inputs once and keeps the result)."""
+    q = ctx.tensor(op.operands[0])
+    set_quantization(ctx, q, _quant_params(op))
+    ctx.emit(B.DEQUANTIZE, [q], [ctx.result(op.result)])
+
+
+def _quantized_storage(v: Value) -> bool:
+    """An i8/u8 value read only where its quantization parameters are known: the data of
+    dequantize, the kernel of qmatmul, zero points, or the table of a gather whose rows
+    are themselves such values (int8 embeddings)."""
+    if v.dtype not in QUANT_DTYPES or not v.uses:
+        return False
+    for user, i in v.uses:
+        if (user.kind, i) in (("dequantize", 0), ("qmatmul", 1), ("quantize", 2), ("dequantize", 2),
+                              ("qmatmul", 3)):
+            continue
+        if user.kind == "gather" and i == 0 and _quantized_storage(user.result):
+            continue
+        return False
+    return True
+
+
+def _allow_quantized(base: Check | None) -> Check:
+    """``base``, except that i8/u8 tensors that only quantized ops read are legal."""
+    def check(op: Op) -> str | None:
+        values = (*op.operands, *op.results)
+        quant = [v for v in values if v.dtype in QUANT_DTYPES]
+        if not quant or not all(_quantized_storage(v) for v in quant):
+            return base(op) if base else None
+        for v in values:
+            if v.dtype not in LITE_DTYPES | QUANT_DTYPES:
+                return f"{op.kind} on {v.dtype}: tflite lowers {'/'.join(sorted(LITE_DTYPES))} tensors only"
+            if v.type.rank > MAX_RANK:
+                return f"{op.kind} on a rank-{v.type.rank} tensor: LiteRT kernels take at most {MAX_RANK} dims"
+        return None
+    return check
+
+
+def _const_params(op: Op, *indices: int) -> str | None:
+    if all(op.operands[i].is_const() for i in indices):
+        return None
+    return (f"{op.kind} with run-time scale or zero point: a TFLite tensor keeps its quantization "
+            "parameters in the file, so they must be constants")
+
+
+def _check_qmatmul(op: Op) -> str | None:
+    a, b, _, zero_point = op.operands
+    if b.dtype != "i8":
+        return f"qmatmul with a {b.dtype} kernel: TFLite's hybrid FULLY_CONNECTED takes int8 kernels only"
+    reason = _const_params(op, 1, 2, 3)
+    if reason is None and np.any(zero_point.const_value() != 0):
+        reason = "qmatmul with nonzero kernel zero points: TFLite's hybrid kernels need symmetric int8 weights"
+    if reason is None and a.type.rank > MAX_RANK:
+        reason = f"qmatmul on a rank-{a.type.rank} tensor: LiteRT kernels take at most {MAX_RANK} dims"
+    return reason
+
+
+def _check_quant_pair(op: Op) -> str | None:
+    """quantize / dequantize (i8 or u8, per tensor or per axis): constant parameters."""
+    reason = _const_params(op, 1, 2)
+    if reason is None and max(op.operands[0].type.rank, op.results[0].type.rank) > MAX_RANK:
+        reason = f"{op.kind} on a rank > {MAX_RANK} tensor: LiteRT kernels take at most {MAX_RANK} dims"
+    return reason
+
+
+CAPABILITIES.update({
+    "qmatmul": _check_qmatmul, "quantize": _check_quant_pair, "dequantize": _check_quant_pair,
+    # int8 weights and gathered int8 embedding rows (quant_int8{embeddings=true})
+    "const": _allow_quantized(CAPABILITIES.get("const")),
+    "gather": _allow_quantized(CAPABILITIES.get("gather")),
+})
 assert set(CAPABILITIES) - {"const"} <= set(_LOWERINGS), "every capability needs a lowering"
 
 TARGET = Target(name="tflite", file_name="model.tflite", capabilities=CAPABILITIES, lower=lower_bytes)

@@ -392,3 +392,36 @@ class Lowering:
 def cast_options(src: str, dst: str) -> Any:
     """CAST's options: source and destination TFLite types."""
     return options("CastOptionsT", inDataType=TENSOR_TYPES[src], outDataType=TENSOR_TYPES[dst])
+
+
+# --------------------------------------------------------------------------- quantization (issue 6)
+def quantization(scale, zero_point, axis: int | None = None) -> Any:
+    """TFLite quantization parameters: per tensor (``axis`` None) or along ``axis``."""
+    qp = schema.QuantizationParametersT()
+    qp.scale = [float(s) for s in np.atleast_1d(np.asarray(scale, np.float32))]
+    qp.zeroPoint = [int(z) for z in np.atleast_1d(np.asarray(zero_point))]
+    qp.quantizedDimension = 0 if axis is None else int(axis)
+    return qp
+
+
+def _same_quantization(a: Any, b: Any) -> bool:
+    return (list(a.scale or []) == list(b.scale or []) and list(a.zeroPoint or []) == list(b.zeroPoint or [])
+            and a.quantizedDimension == b.quantizedDimension)
+
+
+def set_quantization(ctx: Lowering, idx: int, qp: Any) -> None:
+    """Attach ``qp`` to tensor ``idx``.  A TFLite tensor has one set of parameters, so a
+    second, different set (one int8 tensor dequantized two ways) is refused."""
+    t = ctx.mb.tensors[idx]
+    if t.quantization is not None and t.quantization.scale and not _same_quantization(t.quantization, qp):
+        raise LoweringError(ctx.op, f"tensor {t.name} already carries other quantization parameters")
+    t.quantization = qp
+
+
+def quantized_weight(ctx: Lowering, w: Value, scale: Value, zero_point: Value, axis: int | None) -> int:
+    """The int8 kernel ``w`` [K, N] stored as [N, K] (FULLY_CONNECTED's layout) with its
+    scales per output channel (quantized_dimension 0) or per tensor; written once per weight."""
+    idx = ctx.transposed_weight(w)
+    set_quantization(ctx, idx, quantization(scale.const_value(), zero_point.const_value(),
+                                            None if axis is None else 0))
+    return idx
