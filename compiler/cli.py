@@ -34,6 +34,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outputs", help="frozen GraphDef: comma-separated output node names")
 
 
+def _add_calib_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib", metavar="FILE",
+                   help="calibration data: .csv/.tsv/.jsonl text (with --vocab) or .npz of token ids")
+    p.add_argument("--vocab", metavar="FILE", help="vocab.txt or tokenizer.json to tokenize --calib text")
+    p.add_argument("--calib-samples", type=int, default=256, help="sentences to use (default 256)")
+    p.add_argument("--calib-max-length", type=int, default=128, help="truncate at this many tokens (default 128)")
+
+
 def _add_plugin_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
                    help="load passes from a Python file (repeatable)")
@@ -57,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the result here (default: print it)")
     p.add_argument("--print-after-all", action="store_true", help="print the IR after every pass to stderr")
     _add_plugin_arg(p)
+    _add_calib_args(p)
 
     p = sub.add_parser("inspect", help="summarise a model: I/O, ops, parameters, layers")
     _add_model_args(p)
@@ -76,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-data", metavar="FILE", help=".npz of real inputs to verify with")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs error allowed (default 1e-4)")
     p.add_argument("--labels", metavar="FILE", help="class labels in logit order, one per line; stored in each artifact")
+    p.add_argument("--max-drop", type=float, metavar="FRACTION",
+                   help="for passes that change numbers on purpose (pruning): fail when more than this fraction "
+                        "of predictions (argmax) differ from the source model")
     _add_plugin_arg(p)
+    _add_calib_args(p)
 
     p = sub.add_parser("check", help="what each target lacks and which pass rewrites it (exit 2 if not legal)")
     _add_model_args(p)

@@ -76,14 +76,37 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def pass_context(args: argparse.Namespace):
+    """The PassContext for a command: calibration data from --calib/--vocab, if given."""
+    from .pass_manager import PassContext
+
+    calib = None
+    if getattr(args, "calib", None):
+        from .runtime.calib import load_calibration
+
+        names = None
+        if getattr(args, "labels", None):
+            from .runtime.metadata import read_labels_file
+
+            names = read_labels_file(args.labels)
+        calib = load_calibration(args.calib, args.vocab, args.calib_max_length, args.calib_samples,
+                                 label_names=names)
+    return PassContext(calib=calib)
+
+
 def cmd_opt(args: argparse.Namespace) -> int:
+    import json
+
     from .pass_manager import PassManager, parse_pipeline
 
     _load_plugins(args)
     passes = parse_pipeline(args.passes)
+    ctx = pass_context(args)
     graph = load_ir(Path(args.file))
-    PassManager(passes, print_after=args.print_after_all).run(graph)
+    PassManager(passes, print_after=args.print_after_all).run(graph, ctx)
     _write_ir(graph, args.output)
+    if ctx.report:
+        log.info("pass reports: %s", json.dumps(ctx.report, default=str))
     return 0
 
 

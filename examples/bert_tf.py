@@ -12,7 +12,10 @@ The architecture is standard BERT: word + position + token-type embeddings,
 layer norm, N post-norm encoder layers (multi-head self-attention with an
 additive padding mask, GELU feed-forward), a tanh pooler on the [CLS] token
 and a dense classifier.  Weights come from numpy with a fixed seed, so the
-same config always gives the same model.
+same config always gives the same model -- or, with ``weights=``, from a dict
+of numpy arrays keyed by variable path (``"bert_classifier/layer_0/query/kernel"``,
+kernels laid out (in, out) for ``x @ kernel``); examples/minilm.py loads a
+pretrained checkpoint this way.
 
 Run it (defaults build a tiny 2-layer model in well under a second):
 
@@ -62,20 +65,45 @@ class BertConfig:
 
 
 class _Init:
-    """Deterministic numpy initialiser: every call draws the next weights."""
+    """Deterministic numpy initialiser: every call draws the next weights.
 
-    def __init__(self, seed: int):
+    With ``weights``, every variable is instead taken from that dict under its
+    full path (the enclosing module scopes plus its name, as in
+    ``"bert_classifier/layer_0/query/kernel"``); a missing key or a wrong
+    shape is an error, and ``unused()`` lists keys no variable asked for.
+    """
+
+    def __init__(self, seed: int, weights: dict[str, np.ndarray] | None = None):
         self.rng = np.random.default_rng(seed)
+        self.weights = weights
+        self.used: set[str] = set()
 
     def normal(self, shape, name, std=INIT_STD):
+        if self.weights is not None:
+            return self._given(shape, name)
         value = self.rng.normal(0.0, std, size=shape).astype(np.float32)
         return tf.Variable(value, name=name)
 
     def ones_ish(self, shape, name):
+        if self.weights is not None:
+            return self._given(shape, name)
         # Layer-norm gamma: 1 plus a small perturbation, so that a compiler
         # that silently drops gamma produces visibly different outputs.
         value = (1.0 + self.rng.normal(0.0, 0.05, size=shape)).astype(np.float32)
         return tf.Variable(value, name=name)
+
+    def _given(self, shape, name):
+        key = f"{tf.get_current_name_scope()}/{name}"
+        if key not in self.weights:
+            raise KeyError(f"no weight {key!r} of shape {tuple(shape)} in the given weights")
+        value = np.asarray(self.weights[key], dtype=np.float32)
+        if value.shape != tuple(shape):
+            raise ValueError(f"weight {key!r} has shape {value.shape}, the model needs {tuple(shape)}")
+        self.used.add(key)
+        return tf.Variable(value, name=name)
+
+    def unused(self) -> list[str]:
+        return sorted(set(self.weights or ()) - self.used)
 
 
 class Dense(tf.Module):
@@ -158,10 +186,10 @@ class EncoderLayer(tf.Module):
 
 
 class BertClassifier(tf.Module):
-    def __init__(self, config: BertConfig, ids_dtype=tf.int32):
+    def __init__(self, config: BertConfig, ids_dtype=tf.int32, weights: dict[str, np.ndarray] | None = None):
         super().__init__(name="bert_classifier")
         self.config = config
-        init = _Init(config.seed)
+        init = _Init(config.seed, weights)
         h = config.hidden
         with self.name_scope:
             self.word_embeddings = init.normal((config.vocab, h), "word_embeddings")
@@ -171,6 +199,8 @@ class BertClassifier(tf.Module):
             self.encoder = [EncoderLayer(init, config, f"layer_{i}") for i in range(config.layers)]
             self.pooler = Dense(init, h, h, "pooler")
             self.classifier = Dense(init, h, config.labels, "classifier")
+        if init.unused():
+            raise ValueError(f"weights the model has no variable for: {init.unused()}")
 
         # The serving function: all three inputs are [batch, seq] with both
         # dimensions unknown, so one SavedModel serves any batch/length.
@@ -207,20 +237,23 @@ class BertClassifier(tf.Module):
         return {"logits": self.logits(input_ids, attention_mask, token_type_ids)}
 
 
-def build_bert(config: BertConfig = BertConfig(), ids_dtype=tf.int32) -> BertClassifier:
-    """Build a randomly initialised BERT classifier (a tf.Module)."""
-    return BertClassifier(config, ids_dtype=ids_dtype)
+def build_bert(config: BertConfig = BertConfig(), ids_dtype=tf.int32,
+               weights: dict[str, np.ndarray] | None = None) -> BertClassifier:
+    """Build a BERT classifier (a tf.Module): random, or from `weights` (see _Init)."""
+    return BertClassifier(config, ids_dtype=ids_dtype, weights=weights)
 
 
-def save_bert(config: BertConfig = BertConfig(), path: str = "bert_sm", ids_dtype=tf.int32) -> str:
+def save_bert(config: BertConfig = BertConfig(), path: str = "bert_sm", ids_dtype=tf.int32,
+              weights: dict[str, np.ndarray] | None = None) -> str:
     """Build the model and save it as a SavedModel at `path`; returns `path`.
 
-    `ids_dtype` (tf.int32 or tf.int64) is the dtype of all three inputs.
+    `ids_dtype` (tf.int32 or tf.int64) is the dtype of all three inputs;
+    `weights` (optional) replaces the random initialisation, see _Init.
     """
     ids_dtype = tf.as_dtype(ids_dtype)
     if ids_dtype not in (tf.int32, tf.int64):
         raise ValueError(f"ids_dtype must be int32 or int64, not {ids_dtype.name}")
-    model = build_bert(config, ids_dtype=ids_dtype)
+    model = build_bert(config, ids_dtype=ids_dtype, weights=weights)
     signature = model.serve.get_concrete_function()
     tf.saved_model.save(model, str(path), signatures={"serving_default": signature})
     return str(path)

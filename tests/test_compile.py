@@ -229,3 +229,54 @@ def test_labels_are_stored_in_every_artifact(capsys, tf_bert_dir, tmp_path):
     code, err = compile_(capsys, tf_bert_dir, "--target", "onnx", "-o", tmp_path / "out2", "--labels", labels)
     assert code == 2 and "2 labels, but the model has 3 logits" in err
     assert not (tmp_path / "out2").exists()
+
+
+def test_pruning_is_reported_and_checked_against_the_final_ir(capsys, tf_bert_dir, tmp_path):
+    """Pruning changes the numbers on purpose: compile reports it and checks artifacts against the
+    pruned IR exactly, so a lowering bug cannot hide behind the intended change."""
+    passes = "prune_heads{ratio=0.5,criterion=magnitude},prune_neurons{ratio=0.75,criterion=magnitude}"
+    code, err = compile_(capsys, tf_bert_dir, "--passes", passes, "-o", tmp_path / "ok")
+    assert code == 0, err
+    report = json.loads((tmp_path / "ok" / "report.json").read_text())
+    assert set(report["pass_reports"]) == {"prune_heads", "prune_neurons"}
+    for kind in ("onnx", "tflite"):
+        assert report["verification_against_final_ir"][kind]["ok"]
+        assert report["verification_against_final_ir"][kind]["outputs"]["logits"]["max_abs_error"] <= TOLERANCE
+
+
+SWAP_LOGITS = textwrap.dedent('''
+    """A lossy-by-design plugin pass: it swaps the first two classes (declares no bound, like pruning)."""
+    from dataclasses import dataclass
+    import numpy as np
+    from bertc.pass_manager import Pass, register_pass
+    from bertc.runtime.fidelity import Fidelity
+
+    @register_pass
+    @dataclass(frozen=True)
+    class SwapClasses(Pass):
+        """Swap logits 0 and 1 (a stand-in for a pass that moves predictions)."""
+        name = "swap_classes"
+
+        @property
+        def fidelity(self):
+            return Fidelity(reason="swaps two classes on purpose")
+
+        def run(self, graph, ctx):
+            for op in graph.ops:
+                if op.kind == "const" and op.attrs["name"].endswith(("classifier/kernel", "classifier/bias")):
+                    op.attrs["value"] = op.attrs["value"][..., [1, 0, 2]].copy()
+            return True
+''')
+
+
+def test_max_drop_bounds_intended_changes(capsys, tf_bert_dir, tmp_path):
+    plugin = tmp_path / "swap.py"
+    plugin.write_text(SWAP_LOGITS)
+    args = ["--plugin", plugin, "--passes", "swap_classes", "--target", "onnx"]
+    code, err = compile_(capsys, tf_bert_dir, *args, "-o", tmp_path / "free")
+    assert code == 0, err  # no bound declared, no --max-drop: reported, not failed
+    report = json.loads((tmp_path / "free" / "report.json").read_text())
+    assert report["verification"]["onnx"]["outputs"]["logits"]["argmax_agreement"] < 0.5
+    code, err = compile_(capsys, tf_bert_dir, *args, "-o", tmp_path / "strict", "--max-drop", "0.1")
+    assert code == 1 and "argmax" in err and "--max-drop 0.1" in err
+    assert not (tmp_path / "strict").exists()

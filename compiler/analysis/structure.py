@@ -8,6 +8,14 @@ context ``matmul(probs, v)`` leads to V, and forward to the output projection;
 after the residual add and layer norm, the next projection/activation/
 projection chain is the FFN.  ``bertc inspect`` prints the result and the
 pruning passes rewrite the ops it records.
+
+What carries the head count: the Q/K/V kernels' output axes and biases, the O
+kernel's input axes (one axis of heads*head_size, or two axes heads, head_size
+as in Keras' einsum kernels), and ``head_ops``, the reshapes/transposes between
+the projections and the attention matmuls.  The FFN width lives in the up
+kernel's output axis, its bias, the down kernel's input axis and ``width_ops``.
+An FFN whose layer has no attention any more (every head pruned) is still
+found, by its dense -> activation -> dense -> residual layer norm shape.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ class Projection:
 
     def _kernel_axes(self) -> tuple[list[int], list[int]]:
         """Kernel axes that are contracted (inputs) and kept (outputs)."""
+        return self.kernel_axes()
+
+    def kernel_axes(self) -> tuple[list[int], list[int]]:
+        """Kernel axes that are contracted (inputs) and kept (outputs), in kernel order."""
         rank = self.kernel.type.rank
         if self.op.kind != "einsum":
             return [0], list(range(1, rank))
@@ -81,6 +93,7 @@ class FeedForward:
     activation: Op
     down: Projection
     norm: Op | None = None
+    width_ops: list[Op] = field(default_factory=list)  # data movement between activation and down
 
     @property
     def intermediate(self) -> int:
@@ -130,6 +143,15 @@ def _non_const(op: Op) -> list[Value]:
     return [v for v in op.operands if not v.is_const()]
 
 
+def _data_input(op: Op) -> Value | None:
+    """The tensor a data-movement op moves: a reshape's first operand (its target may be
+    computed from tf.shape pieces), else the op's only non-constant operand."""
+    if op.kind == "reshape":
+        return op.operands[0]
+    nc = _non_const(op)
+    return nc[0] if len(nc) == 1 else None
+
+
 def as_projection(op: Op) -> Projection | None:
     """A matmul/einsum with one constant kernel of rank >= 2 (+ its bias add, if any)."""
     if op.kind not in ("matmul", "einsum") or len(op.operands) != 2:
@@ -165,10 +187,11 @@ def trace_back(v: Value, seen: list[Op]) -> Projection:
         proj = as_projection(op)
         if proj is not None:
             return proj
-        if op.kind not in PASS_THROUGH or len(_non_const(op)) != 1:
+        src = _data_input(op) if op.kind in PASS_THROUGH else None
+        if src is None:
             raise MatchFailed(f"stopped at {op.kind} {op.loc}")
         seen.append(op)
-        v = _non_const(op)[0]
+        v = src
     raise MatchFailed("no projection within 12 ops")
 
 
@@ -182,7 +205,7 @@ def trace_forward(v: Value, seen: list[Op]) -> Projection:
         proj = as_projection(op)
         if proj is not None and op.operands[0] is v:
             return proj
-        if op.kind not in PASS_THROUGH or len(_non_const(op)) != 1:
+        if op.kind not in PASS_THROUGH or _data_input(op) is not v:
             raise MatchFailed(f"stopped at {op.kind} {op.loc}")
         seen.append(op)
         v = op.result
@@ -292,8 +315,35 @@ def match_ffn(start: Value) -> FeedForward:
     if len(act_users) != 1 or act_users[0].kind not in ACTIVATIONS:
         raise MatchFailed(f"the first FFN dense layer at {up.op.loc} is not followed by an activation")
     act = act_users[0]
-    down = trace_forward(act.result, [])
-    return FeedForward(up, act, down, _residual_norm(down.out))
+    width_ops: list[Op] = []
+    down = trace_forward(act.result, width_ops)
+    return FeedForward(up, act, down, _residual_norm(down.out), width_ops)
+
+
+def _orphan_ffn(act: Op, claimed: set[int]) -> FeedForward | None:
+    """dense -> act -> dense -> residual layer norm, not already part of a matched layer.
+
+    Finds the FFN of a layer whose attention is gone (all heads pruned) or failed
+    to match.  The residual norm requirement keeps the pooler/classifier out.
+    """
+    if id(act) in claimed or not act.operands or act.operands[0].producer is None:
+        return None
+    src = act.operands[0].producer
+    up = as_projection(src)
+    if up is None and src.kind == "add":
+        inner = [v.producer for v in src.operands if v.producer is not None and not v.is_const()]
+        up = as_projection(inner[0]) if len(inner) == 1 else None
+    if up is None or up.out is not act.operands[0] or len(up.out.users) != 1:
+        return None
+    try:
+        width_ops: list[Op] = []
+        down = trace_forward(act.result, width_ops)
+    except MatchFailed:
+        return None
+    norm = _residual_norm(down.out)
+    if norm is None:
+        return None
+    return FeedForward(up, act, down, norm, width_ops)
 
 
 def analyze_structure(graph: Graph) -> Structure:
@@ -312,6 +362,36 @@ def analyze_structure(graph: Graph) -> Structure:
             except MatchFailed as e:
                 layer.problems.append(f"feed-forward: {e}")
         layers.append(layer)
+    layers = _add_orphan_ffns(graph, layers, softmaxes)
     structure = Structure(layers)
     graph.analyses["structure"] = structure.summary()
     return structure
+
+
+def _add_orphan_ffns(graph: Graph, layers: list[Layer], softmaxes: list[Op]) -> list[Layer]:
+    """Give FFNs that no attention led to a layer, keeping layers in graph order.
+
+    An orphan FFN joins the layer just before it when that layer has no FFN
+    (its attention failed to match, or its FFN does not read the attention
+    output directly, as in pre-norm encoders); otherwise it is a layer of its own.
+    """
+    claimed = {id(layer.ffn.activation) for layer in layers if layer.ffn}
+    orphans = [f for f in (_orphan_ffn(op, claimed) for op in graph.ops if op.kind in ACTIVATIONS) if f]
+    if not orphans:
+        return layers
+    pos = {id(op): i for i, op in enumerate(graph.ops)}
+    anchored = [(pos[id(sm)], layer) for sm, layer in zip(softmaxes, layers)]
+    for ffn in orphans:
+        at = pos[id(ffn.up.op)]
+        before = [(p, layer) for p, layer in anchored if p < at]
+        prev = max(before, key=lambda t: t[0])[1] if before else None
+        if prev is not None and prev.ffn is None:
+            prev.ffn = ffn
+            prev.problems = [p for p in prev.problems if not p.startswith("feed-forward:")]
+            continue
+        orphan = Layer(-1, None, ffn, ["no attention sublayer before this feed-forward (all heads pruned?)"])
+        anchored.append((at, orphan))
+    ordered = [layer for _, layer in sorted(anchored, key=lambda t: t[0])]
+    for i, layer in enumerate(ordered):
+        layer.index = i
+    return ordered

@@ -1,0 +1,501 @@
+"""Remove attention heads for real: smaller Q/K/V/O matrices and every head count rewritten.
+
+    prune_heads{ratio=0.3}                      the 30% least important heads, ranked across layers
+    prune_heads{heads=4,per_layer=true}         4 heads from every layer
+    prune_heads{keep="0:0,1,5;3:2"}             layer 0 keeps heads 0, 1, 5; layer 3 keeps head 2
+    prune_heads{ratio=0.5,criterion=magnitude}  no calibration data needed
+
+Removing head h of a layer is exactly masking it (zeroing its rows of the
+output projection): the other heads' Q/K/V columns, biases and O rows are
+kept, so every remaining product is computed as before.  What carries the
+head count comes from ``bertc.analysis.structure``: the Q/K/V kernels'
+output axes and biases, the O kernel's input axes (one axis of
+heads*head_size, or a heads axis in Keras' einsum kernels, sliced there), and
+the reshape targets between them ([0,0,4,16] -> [0,0,3,16], [0,-1,64] ->
+[0,-1,48]; a target given as a constant operand or a concat of constants is
+rewritten the same way).  Then every type is re-inferred from the new
+constants.  Layers may end up with different head counts.  A layer left with
+no head has its attention sublayer replaced by its output bias (the residual
+adds just that), only with ``allow_empty=true``.
+
+``ratio`` (the default, 0.3, when neither ``heads`` nor ``keep`` is given) and
+``heads`` (a number of heads to remove) rank heads across all layers, each
+layer's scores divided by their L2 norm first (Michel et al. 2019;
+``normalize=false`` ranks raw scores), or within each layer with
+``per_layer=true``.  Criteria: see ``bertc.analysis.importance``.  The pass
+writes what it kept, parameters and matmul FLOPs before and after (batch 1, at
+the calibration sequence lengths), the criterion, the data it used, and how
+far the pruned model's outputs moved on calibration data, into the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from bertc.analysis.importance import HEAD_CRITERIA, Scores, bias_axes, head_scores, take_features
+from bertc.analysis.structure import Attention, Structure, analyze_structure
+from bertc.diagnostics import BertcError
+from bertc.ir import Graph, Op
+from bertc.ir.registry import get_op_def
+from bertc.ir.types import TensorType, is_static
+from bertc.pass_manager import Pass, PassContext, register_pass
+from bertc.runtime.fidelity import Fidelity
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATIO = 0.3
+DEFAULT_SEQ = 128  # FLOPs are reported here when there is no calibration data
+
+
+class PruneError(BertcError):
+    """The graph cannot be pruned as asked (a head count computed at run time, a bad keep list …)."""
+
+
+# ------------------------------------------------------------------ graph editing helpers (shared)
+def reinfer(graph: Graph) -> None:
+    """Recompute every result type (and symbolic shape value) from the operands, in order."""
+    for op in graph.ops:
+        opdef = get_op_def(op.kind)
+        types = opdef.infer_types(op)
+        for r, t in zip(op.results, types):
+            r.type = t
+        if opdef.sym is not None:
+            try:
+                syms = opdef.sym(op)
+            except Exception:
+                syms = None
+            for i, r in enumerate(op.results):
+                r.sym = syms[i] if syms is not None else None
+
+
+def replace_operand_const(graph: Graph, user: Op, index: int, value: np.ndarray, suffix: str = "pruned") -> None:
+    """Make operand ``index`` of ``user`` the constant ``value``.
+
+    A constant used only there is edited (a new array: weights may be shared
+    with other graphs); a shared one is left alone and a new constant made.
+    """
+    old = user.operands[index]
+    const = old.producer
+    if const is not None and const.kind == "const" and len(old.uses) == 1 and \
+            not any(v is old for v in graph.outputs.values()):
+        const.attrs["value"] = value
+        old.type = TensorType.of(value)
+        return
+    name = (const.attrs["name"] if const is not None and const.kind == "const" else old.name) + "/" + suffix
+    new = graph.const(value, name, const.loc if const is not None else user.loc, before=user)
+    user.set_operand(index, new)
+
+
+def _resolve(shape: tuple, dims: dict[str, int]) -> tuple | None:
+    """A symbolic shape with named dims substituted; None when a dim stays unknown."""
+    out = []
+    for d in shape:
+        if is_static(d):
+            out.append(int(d))
+            continue
+        if d == "?":
+            return None
+        n = 1
+        for part in str(d).split("*"):
+            n *= int(part) if part.isdigit() else dims.get(part, dims.get("seq", 1))
+        out.append(n)
+    return tuple(out)
+
+
+def _op_flops(op: Op, dims: dict[str, int]) -> int | None:
+    if op.kind == "matmul":
+        out, a = _resolve(op.result.shape, dims), _resolve(op.operands[0].shape, dims)
+        if out is None or a is None:
+            return None
+        return 2 * int(np.prod(out, dtype=np.int64)) * a[-1]
+    if op.kind == "einsum":
+        from bertc.ops.linalg import parse_equation
+
+        ins, _ = parse_equation(op.attrs["equation"])
+        sizes: dict[str, int] = {}
+        for spec, v in zip(ins, op.operands):
+            shape = _resolve(v.shape, dims)
+            if shape is None:
+                return None
+            for c, n in zip(spec, shape):
+                sizes[c] = max(sizes.get(c, 1), n)
+        return 2 * int(np.prod(list(sizes.values()), dtype=np.int64))
+    if op.kind == "qmatmul":  # quantized matmul, when quant passes ran first
+        out, a = _resolve(op.result.shape, dims), _resolve(op.operands[0].shape, dims)
+        return None if out is None or a is None else 2 * int(np.prod(out, dtype=np.int64)) * a[-1]
+    return None
+
+
+def matmul_flops(graph: Graph, seq: int, batch: int = 1) -> int:
+    """2 * multiply-adds of every matmul/einsum at (batch, seq), from shapes (elementwise ops not counted)."""
+    dims = {"batch": batch, "seq": seq}
+    return sum(_op_flops(op, dims) or 0 for op in graph.ops)
+
+
+def cost(graph: Graph, seqs: list[int]) -> dict[str, Any]:
+    n, b = graph.num_parameters()
+    return {"parameters": n, "parameter_bytes": b,
+            "flops": {str(s): matmul_flops(graph, s) for s in seqs}}
+
+
+def cost_change(before: dict, after: dict) -> dict[str, Any]:
+    """Before/after parameters and FLOPs, with the ratios after/before."""
+    flops = {}
+    for s, f0 in before["flops"].items():
+        f1 = after["flops"][s]
+        flops[s] = {"before": f0, "after": f1, "ratio": round(f1 / f0, 4) if f0 else None}
+    p0, p1 = before["parameters"], after["parameters"]
+    return {"parameters": {"before": p0, "after": p1, "ratio": round(p1 / p0, 4) if p0 else None,
+                           "bytes_before": before["parameter_bytes"], "bytes_after": after["parameter_bytes"]},
+            "flops_batch1": flops}
+
+
+def report_seqs(calib) -> list[int]:
+    lens = calib.seq_lengths() if calib is not None and hasattr(calib, "seq_lengths") else []
+    return lens or [DEFAULT_SEQ]
+
+
+class OutputDrift:
+    """The unpruned model's outputs on a few calibration sequences, to say later how far pruning moved them.
+
+    Four sequences keep it cheap (two interpreter runs of BERT-base cost seconds);
+    it is a sanity figure for the report, not an evaluation.
+    """
+
+    def __init__(self, graph: Graph, calib, batch_size: int = 4) -> None:
+        from bertc.ir.interpreter import run_graph
+        from bertc.runtime.calib import random_calibration
+
+        self.feeds = self.ref = None
+        self.source = ""
+        try:
+            data = calib.bind(graph) if calib is not None else random_calibration(graph, n=batch_size, seq=16)
+            self.feeds = next(iter(data.batches(batch_size)))
+            self.ref = run_graph(graph, self.feeds)
+            self.source = data.source
+        except Exception as e:  # best effort: a graph without token inputs (IR tests) has no such data
+            log.debug("no output drift measurement: %s", e)
+
+    def measure(self, graph: Graph) -> dict[str, Any] | None:
+        from bertc.ir.interpreter import run_graph
+
+        if self.ref is None:
+            return None
+        out = run_graph(graph, self.feeds)
+        res: dict[str, Any] = {"data": self.source, "rows": int(len(next(iter(self.feeds.values()))))}
+        for name, want in self.ref.items():
+            got = np.asarray(out[name], dtype=np.float64)
+            want = np.asarray(want, dtype=np.float64)
+            entry = {"max_abs_change": float(np.abs(got - want).max()) if want.size else 0.0,
+                     "max_abs_output": float(np.abs(want).max()) if want.size else 0.0}
+            if want.ndim == 2 and want.shape[1] > 1:
+                entry["argmax_agreement"] = float((got.argmax(1) == want.argmax(1)).mean())
+            res[name] = entry
+        return res
+
+
+def quoted_spec(p: Pass) -> str:
+    """``Pass.spec`` with string options quoted when they hold ',', ';' or braces, so it parses back."""
+    import dataclasses
+
+    opts = []
+    for f in dataclasses.fields(p):
+        v = getattr(p, f.name)
+        if v == f.default:
+            continue
+        if isinstance(v, str) and any(c in v for c in ",;{}'\""):
+            v = '"' + v + '"'
+        opts.append(f"{f.name}={v}")
+    return p.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+# ------------------------------------------------------------------ choosing what to keep
+def parse_keep(text: str, counts: dict[int, int], unit: str = "head") -> dict[int, list[int]]:
+    """'0:0,1,5;3:2' -> {0: [0, 1, 5], 3: [2]}; '2:' keeps nothing of layer 2."""
+    out: dict[int, list[int]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        layer_s, sep, units_s = part.partition(":")
+        try:
+            layer = int(layer_s)
+            units = [int(u) for u in units_s.replace(" ", "").split(",") if u]
+        except ValueError:
+            raise PruneError(f"keep={text!r}: '{part}' is not LAYER:{unit.upper()},{unit.upper()},…") from None
+        if not sep:
+            raise PruneError(f"keep={text!r}: '{part}' lacks ':' (write LAYER:{unit}s, e.g. 0:1,3)")
+        if layer not in counts:
+            raise PruneError(f"keep={text!r}: layer {layer} has no {unit}s to prune "
+                             f"(layers found: {sorted(counts) or 'none'})")
+        bad = [u for u in units if not 0 <= u < counts[layer]]
+        if bad or len(set(units)) != len(units):
+            raise PruneError(f"keep={text!r}: layer {layer} has {unit}s 0..{counts[layer] - 1}; "
+                             f"got {units_s or 'none'}")
+        if layer in out:
+            raise PruneError(f"keep={text!r}: layer {layer} is given twice")
+        out[layer] = sorted(units)
+    return out
+
+
+def select_units(scores: dict[int, np.ndarray], remove: int | None, ratio: float | None, per_layer: bool,
+                 min_keep: int, normalize: bool) -> tuple[dict[int, list[int]], list[str]]:
+    """Kept indices per layer: drop the lowest scores, globally or per layer, keeping >= min_keep each."""
+    notes: list[str] = []
+    counts = {k: len(v) for k, v in scores.items()}
+    if per_layer:
+        kept = {}
+        for layer, s in scores.items():
+            want = remove if remove is not None else math.floor(ratio * len(s) + 0.5)
+            n = max(0, min(want, len(s) - min_keep))
+            if n < want:
+                notes.append(f"layer {layer}: removed {n} of the {want} asked (min {min_keep} kept)")
+            order = sorted(range(len(s)), key=lambda i: (s[i], i))
+            kept[layer] = sorted(order[n:])
+        return kept, notes
+    ranked = {k: v for k, v in scores.items()}
+    if normalize:
+        ranked = {}
+        for k, v in scores.items():
+            norm = float(np.linalg.norm(v))
+            ranked[k] = v / norm if norm > 0 else v
+    total = sum(counts.values())
+    want = remove if remove is not None else math.floor(ratio * total + 0.5)
+    order = sorted(((float(s), layer, i) for layer, v in ranked.items() for i, s in enumerate(v)))
+    left = dict(counts)
+    dropped: set[tuple[int, int]] = set()
+    for _, layer, i in order:
+        if len(dropped) >= want:
+            break
+        if left[layer] > min_keep:
+            dropped.add((layer, i))
+            left[layer] -= 1
+    if len(dropped) < want:
+        notes.append(f"removed {len(dropped)} of the {want} asked: every layer keeps at least {min_keep}")
+    return {layer: [i for i in range(n) if (layer, i) not in dropped] for layer, n in counts.items()}, notes
+
+
+# ------------------------------------------------------------------ the rewrite
+def _rewrite_target(graph: Graph, op: Op, pos: int, old: int, new: int) -> None:
+    """Set entry ``pos`` of a reshape's target from ``old`` to ``new`` (0 and -1 stay: they follow)."""
+    if op.attrs.get("shape") is not None:
+        target = list(op.attrs["shape"])
+        if target[pos] in (0, -1):
+            return
+        if target[pos] != old:
+            raise PruneError(f"reshape at {op.loc}: target {target} has {target[pos]} where {old} was expected")
+        target[pos] = new
+        op.attrs["shape"] = target
+        return
+    _rewrite_shape_operand(graph, op, 1, pos, old, new)
+
+
+def _rewrite_shape_operand(graph: Graph, user: Op, index: int, pos: int, old: int, new: int) -> None:
+    v = user.operands[index]
+    c = v.const_value()
+    if c is not None:
+        arr = np.array(c, copy=True)
+        flat = arr.reshape(-1)
+        if flat[pos] in (0, -1):
+            return
+        if flat[pos] != old:
+            raise PruneError(f"shape constant at {user.loc} has {flat[pos]} where {old} was expected")
+        flat[pos] = new
+        replace_operand_const(graph, user, index, arr)
+        return
+    op = v.producer
+    if op is not None and op.kind == "concat" and v.type.rank == 1:
+        offset = 0
+        for i, part in enumerate(op.operands):
+            n = part.shape[0] if part.type.rank == 1 else 1
+            if not is_static(n):
+                break
+            if offset <= pos < offset + n:
+                return _rewrite_shape_operand(graph, op, i, pos - offset, old, new)
+            offset += n
+    if op is not None and op.kind in ("cast", "identity"):
+        return _rewrite_shape_operand(graph, op, 0, pos, old, new)
+    raise PruneError(f"reshape at {user.loc}: its target's count {old} is computed at run time, so it "
+                     "cannot be rewritten (run fold_constants,simplify_shapes first)")
+
+
+def _head_position(op: Op, heads: int, size: int) -> tuple[int, int] | None:
+    """(target index, value there) of a reshape that splits or merges heads, or None."""
+    x, y = op.operands[0].shape, op.result.shape
+    split = [i for i in range(len(y) - 1) if y[i] == heads and y[i + 1] == size]
+    if split and not any(x[j] == heads and x[j + 1] == size for j in range(len(x) - 1)):
+        return split[0], heads
+    merged = heads * size
+    if any(x[j] == heads and x[j + 1] == size for j in range(len(x) - 1)):
+        for i, d in enumerate(y):
+            if d == merged:
+                return i, merged
+    return None
+
+
+def _slice_projection(graph: Graph, p, side: str, groups: int, size: int, keep: list[int]) -> None:
+    ins, outs = p.kernel_axes()
+    axes = outs if side == "out" else ins
+    replace_operand_const(graph, p.op, 1, take_features(p.kernel.const_value(), axes, groups, size, keep))
+    if side == "out" and p.bias is not None:
+        b = p.bias.const_value()
+        idx = [i for i, v in enumerate(p.bias_add.operands) if v is p.bias][0]
+        replace_operand_const(graph, p.bias_add, idx, take_features(b, bias_axes(b, groups * size), groups, size, keep))
+
+
+def _drop_attention(graph: Graph, att: Attention) -> None:
+    """No head left: the sublayer's output is its output bias (or zero)."""
+    o = att.o
+    if o.bias is not None:
+        value = o.bias
+    else:
+        value = graph.const(np.zeros(o.out_features, dtype=np.float32), "attention_output/zero", o.op.loc,
+                            before=o.op)
+    o.out.replace_all_uses_with(value)
+
+
+def prune_attention(graph: Graph, att: Attention, keep: list[int]) -> None:
+    """Keep heads ``keep`` (sorted) of ``att``; types are stale until ``reinfer``."""
+    h, d = att.heads, att.head_size
+    if len(keep) == h:
+        return
+    if not keep:
+        _drop_attention(graph, att)
+        return
+    positions = []
+    for op in att.head_ops:  # find every target to rewrite before changing anything
+        if op.kind == "reshape":
+            pos = _head_position(op, h, d)
+            if pos is not None:
+                positions.append((op, *pos))
+    for p in (att.q, att.k, att.v):
+        _slice_projection(graph, p, "out", h, d, keep)
+    _slice_projection(graph, att.o, "in", h, d, keep)
+    for op, pos, old in positions:
+        _rewrite_target(graph, op, pos, old, len(keep) * (old // h))
+
+
+def finish(graph: Graph) -> Structure:
+    """Re-infer types, drop what no longer feeds anything, and refresh the structure summary."""
+    from .dce import eliminate_dead_code
+
+    reinfer(graph)
+    eliminate_dead_code(graph)
+    return analyze_structure(graph)
+
+
+# ------------------------------------------------------------------ the pass
+def layer_counts(structure: Structure) -> dict[int, int]:
+    return {layer.index: layer.attention.heads for layer in structure.layers if layer.attention is not None}
+
+
+@register_pass
+@dataclass(frozen=True)
+class PruneHeads(Pass):
+    """Remove attention heads physically (Q/K/V/O shrink, head counts rewritten)."""
+
+    ratio: float | None = None
+    heads: int | None = None
+    keep: str = ""
+    criterion: Literal["taylor", "ablation", "magnitude"] = "taylor"
+    min_heads: int = 1
+    per_layer: bool = False
+    allow_empty: bool = False
+    normalize: bool = True
+    batch_size: int = 8
+
+    spec = quoted_spec
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("ratio", "heads") if getattr(self, k) is not None] + (["keep"] if self.keep else [])
+        if len(given) > 1:
+            raise ValueError(f"give one of ratio, heads and keep, not {' and '.join(given)}")
+        if self.ratio is not None and not 0.0 <= self.ratio <= 1.0:
+            raise ValueError(f"ratio={self.ratio} must be between 0 and 1")
+        if self.heads is not None and self.heads < 0:
+            raise ValueError(f"heads={self.heads} must be >= 0 (the number of heads to remove)")
+        if self.min_heads < 0 or (self.min_heads == 0 and not self.allow_empty):
+            raise ValueError("min_heads=0 empties layers: it needs allow_empty=true")
+        if self.criterion not in HEAD_CRITERIA:
+            raise ValueError(f"criterion={self.criterion!r}: choose {', '.join(HEAD_CRITERIA)}")
+
+    @property
+    def removes_nothing(self) -> bool:
+        return not self.keep and (self.heads == 0 or self.ratio == 0.0)
+
+    @property
+    def fidelity(self) -> Fidelity | None:
+        """Pruning changes outputs on purpose: no bound against the source (the report measures the drift)."""
+        if self.removes_nothing:
+            return None
+        return Fidelity(reason=f"{self.spec()} removes attention heads on purpose; the outputs' change from "
+                               "the unpruned model is measured on calibration data in the pass report")
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if self.removes_nothing:
+            return False
+        saved = dict(graph.analyses)
+        structure = analyze_structure(graph)
+        counts = layer_counts(structure)
+        problems = [p for layer in structure.layers for p in layer.problems]
+        if not counts:
+            raise PruneError("prune_heads found no attention layer to prune: " + "; ".join(problems[:3]))
+        scores: Scores | None = None
+        notes: list[str] = []
+        if self.keep:
+            kept = {layer: list(range(n)) for layer, n in counts.items()}
+            kept.update(parse_keep(self.keep, counts))
+        else:
+            min_keep = self.min_heads if self.allow_empty else max(1, self.min_heads)
+            ratio = DEFAULT_RATIO if self.ratio is None and self.heads is None else self.ratio
+            scores = head_scores(graph, structure, self.criterion, ctx.calib, self.batch_size)
+            kept, notes = select_units(scores.per_layer, self.heads, ratio, self.per_layer, min_keep, self.normalize)
+        empty = [layer for layer, k in kept.items() if not k]
+        if empty and not self.allow_empty:
+            raise PruneError(f"prune_heads would leave layer(s) {empty} without heads.",
+                             "Pass allow_empty=true to reduce such a layer's attention to its output bias.")
+        if all(len(kept[layer]) == counts[layer] for layer in counts):
+            graph.analyses.clear()
+            graph.analyses.update(saved)  # an unchanged graph stays byte-identical
+            self._report(ctx, counts, kept, scores, notes + ["nothing to remove"], None, None)
+            return False
+        seqs = report_seqs(ctx.calib)
+        before = cost(graph, seqs)
+        drift = OutputDrift(graph, ctx.calib)
+        for layer in structure.layers:
+            if layer.attention is not None:
+                prune_attention(graph, layer.attention, kept[layer.index])
+        finish(graph)
+        if scores is not None:
+            graph.analyses["head_importance"] = scores.to_json()
+        self._report(ctx, counts, kept, scores, notes + [p for p in problems], cost_change(before, cost(graph, seqs)),
+                     drift.measure(graph))
+        return True
+
+    def _report(self, ctx, counts, kept, scores, notes, change, drift) -> None:
+        rep: dict[str, Any] = {
+            "spec": self.spec(),
+            "criterion": "explicit keep list" if self.keep else self.criterion,
+            "data": scores.data if scores is not None else "none",
+            "loss": scores.loss if scores is not None else "",
+            "selection": ("keep=" + self.keep) if self.keep else
+            (f"{'per layer' if self.per_layer else 'global'}: "
+             + (f"remove {self.heads} heads" if self.heads is not None else
+                f"ratio {DEFAULT_RATIO if self.ratio is None else self.ratio}")
+             + ("" if self.per_layer or not self.normalize else ", scores L2-normalised per layer")),
+            "heads_before": {str(k): n for k, n in counts.items()},
+            "heads_after": {str(k): len(kept[k]) for k in counts},
+            "kept": {str(k): kept[k] for k in counts},
+            "removed": int(sum(counts.values()) - sum(len(kept[k]) for k in counts)),
+        }
+        if scores is not None:
+            rep["scores"] = scores.to_json()["scores"]
+            notes = scores.notes + notes
+        if change is not None:
+            rep.update(change)
+        if drift is not None:
+            rep["output_change"] = drift
+        rep["notes"] = notes
+        ctx.report[self.name] = rep
