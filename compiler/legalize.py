@@ -8,6 +8,7 @@ no pass can.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
@@ -57,7 +58,13 @@ def plan(graph: Graph, targets: list[Target]) -> list[Pass]:
     if not needed:
         return []
     passes = all_passes()
-    chosen: list[Pass] = [passes[name]() for name in sorted(needed)]
+    names = ",".join(t.name for t in targets)
+    chosen: list[Pass] = []
+    for name in sorted(needed):
+        cls = passes[name]
+        # Target-aware passes rewrite only the forms the chosen targets cannot run.
+        fields = {f.name for f in dataclasses.fields(cls)}
+        chosen.append(cls(targets=names) if "targets" in fields else cls())
     return chosen + [passes[name]() for name in CLEANUP]
 
 

@@ -26,7 +26,8 @@ from typing import Any, Sequence
 
 import flatbuffers
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
+# LiteRT ships the same generated schema as pure Python; TF's copy would import all of TF (4 s).
+from ai_edge_litert import schema_py_generated as schema
 
 from ..ir.graph import Graph, Op, Value
 from ..ir.printer import Namer
