@@ -139,7 +139,9 @@ def test_cpu_info_and_markdown_warn_without_vnni():
            "note": "no VNNI: int8 artifacts are unlikely to beat float32"}
     report = {"cpu": cpu, "settings": {"seq": [8], "batch": [1], "runs": 1, "warmup": 0, "threads": 1, "vocab": 100},
               "artifacts": []}
-    md = bench.markdown(report)
+    from bertc.runtime.bench_report import markdown
+
+    md = markdown(report)
     assert "AVX-512 VNNI: no, AVX-VNNI: no" in md and "**Warning:** no VNNI" in md
     real = bench.cpu_info()
     assert real["cores"] >= 1 and {"avx512_vnni", "avx_vnni", "int8_dot"} <= set(real)
