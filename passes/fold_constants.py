@@ -16,9 +16,11 @@ from bertc.ir import Graph, Op, get_op_def
 from bertc.ir.types import DTYPES
 from bertc.pass_manager import Pass, PassContext, register_pass
 
-# Never materialise a constant much bigger than what it is made from (an
-# expand of a scalar to [512, 512, 768] would bloat the model).
-MAX_GROWTH = 4
+# Never materialise a large constant that takes more bytes than what it is made
+# from: an expand of a scalar to [512, 512, 768] would bloat the model, and a
+# palettized weight (u8 indices gathered from a codebook) must stay palettized.
+# Same-size folds (weight transposes, reshapes) always happen.
+SMALL = 1 << 16  # elements: anything this small folds regardless
 
 
 def _sym_constant(op: Op) -> np.ndarray | None:
@@ -44,16 +46,20 @@ def fold_op(graph: Graph, op: Op) -> bool:
     if not op.operands or not all(v.is_const() for v in op.operands):
         return False
     inputs = [v.const_value() for v in op.operands]
-    budget = max(MAX_GROWTH * max(a.size for a in inputs), 1 << 16)
+    input_bytes = sum(a.nbytes for a in inputs)
     if not all(r.type.is_static for r in op.results):
         return False
-    if any(np.prod(r.type.shape, dtype=np.int64) > budget for r in op.results):
+    if any(_size(r) > SMALL and _size(r) * DTYPES[r.dtype].itemsize > input_bytes for r in op.results):
         return False
     outs = get_op_def(op.kind).run(op, inputs)
     news = [graph.const(np.array(o, dtype=DTYPES[r.dtype]),  # np.array keeps 0-d arrays 0-d
                         _name(op, i), op.loc, before=op) for i, (o, r) in enumerate(zip(outs, op.results))]
     graph.replace_op(op, news)
     return True
+
+
+def _size(v) -> int:
+    return int(np.prod(v.type.shape, dtype=np.int64))
 
 
 def _name(op: Op, i: int) -> str:

@@ -18,6 +18,8 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema  # pure Python; LiteRT itself is not loaded
 
+from ..targets.tflite_builder import AlignedBuffer  # the same 16-byte-aligned packing as the target
+
 from ..diagnostics import BertcError
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,6 @@ log = logging.getLogger(__name__)
 LABELS_KEY = "bertc.labels"
 LABELS_FILE = "labels.txt"
 TFLITE_IDENTIFIER = b"TFL3"
-WEIGHT_ALIGNMENT = 16  # as the TFLite target writes constants (XNNPACK likes aligned weights)
 
 
 def _encode(labels: Sequence[str]) -> str:
@@ -85,7 +86,7 @@ def write_labels_tflite(model_bytes: bytes, labels: Sequence[str]) -> bytes:
     if any(b.offset for b in model.buffers or []):
         raise BertcError("this TFLite model keeps its weights outside the flatbuffer (over 2 GiB); "
                          "bertc cannot add metadata to it.")
-    model.buffers = [_AlignedBuffer(b.data) for b in model.buffers or []]
+    model.buffers = [AlignedBuffer(b.data if b.data is not None and len(b.data) else None) for b in model.buffers or []]
     model.metadata = model.metadata or []
     entry = next((m for m in model.metadata if _name(m.name) == LABELS_KEY), None)
     if entry is None:  # a new entry and buffer; an old one keeps its buffer, refilled
@@ -94,7 +95,7 @@ def write_labels_tflite(model_bytes: bytes, labels: Sequence[str]) -> bytes:
         entry.buffer = len(model.buffers)
         model.buffers.append(None)
         model.metadata.append(entry)
-    model.buffers[entry.buffer] = _AlignedBuffer(data)
+    model.buffers[entry.buffer] = AlignedBuffer(np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else data)
     size = len(model_bytes) + 16 * len(model.buffers) + (1 << 16)
     builder = flatbuffers.Builder(size)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
@@ -103,28 +104,6 @@ def write_labels_tflite(model_bytes: bytes, labels: Sequence[str]) -> bytes:
 
 def _name(name: bytes | str | None) -> str:
     return name.decode() if isinstance(name, bytes) else (name or "")
-
-
-class _AlignedBuffer(schema.BufferT):
-    """A buffer whose data starts on a 16-byte boundary of the file."""
-
-    def __init__(self, data: np.ndarray | None) -> None:
-        super().__init__()
-        self.array = None if data is None or len(data) == 0 else np.ascontiguousarray(data, dtype=np.uint8)
-
-    def Pack(self, builder: flatbuffers.Builder) -> int:  # noqa: N802 (flatbuffers' name)
-        vector = None
-        if self.array is not None:
-            n = self.array.nbytes
-            builder.StartVector(1, n, WEIGHT_ALIGNMENT)
-            builder.head = builder.head - n
-            builder.Bytes[builder.head:builder.head + n] = memoryview(self.array)
-            builder.vectorNumElems = n
-            vector = builder.EndVector()
-        schema.BufferStart(builder)
-        if vector is not None:
-            schema.BufferAddData(builder, vector)
-        return schema.BufferEnd(builder)
 
 
 def _read_tflite(path: Path) -> list[str] | None:

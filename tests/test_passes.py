@@ -140,3 +140,15 @@ def test_fold_constants_keeps_scalars_scalar():
     PassManager(parse_pipeline("fold_constants")).run(g)
     (c,) = [op for op in g.ops if op.kind == "const"]
     assert c.attrs["value"].shape == () and float(c.attrs["value"]) == 24.0
+
+
+def test_fold_constants_keeps_large_palettized_weights():
+    """A gather of a codebook by u8-derived indices is not folded back when it would grow the model."""
+    g = Graph()
+    x = g.add_input("x", TensorType("f32", ("batch", 512)))
+    idx = g.const(np.random.default_rng(0).integers(0, 16, (512, 512)).astype(np.int32), "w_idx")
+    book = g.const(np.linspace(-1, 1, 16, dtype=np.float32), "w_codebook")
+    w = g.add("gather", [book, idx], {"axis": 0}).result
+    g.outputs["y"] = g.add("matmul", [x, w]).result
+    PassManager(parse_pipeline("fold_constants")).run(g)
+    assert g.histogram()["gather"] == 1  # 262,144 f32 would take 4x the bytes of the indices

@@ -78,7 +78,7 @@ def signature_dim(dim: Any) -> int:
     return int(dim) if isinstance(dim, (int, np.integer)) else -1
 
 
-class _AlignedBuffer(schema.BufferT):
+class AlignedBuffer(schema.BufferT):
     """A buffer whose data starts on a ``WEIGHT_ALIGNMENT`` boundary of the file."""
 
     def __init__(self, array: np.ndarray | None = None) -> None:
@@ -113,7 +113,7 @@ class ModelBuilder:
 
     description: str = "bertc"
     tensors: list[schema.TensorT] = field(default_factory=list)
-    buffers: list[schema.BufferT] = field(default_factory=lambda: [_AlignedBuffer()])
+    buffers: list[schema.BufferT] = field(default_factory=lambda: [AlignedBuffer()])
     operators: list[schema.OperatorT] = field(default_factory=list)
     opcodes: list[schema.OperatorCodeT] = field(default_factory=list)
     _opcode_index: dict[int, int] = field(default_factory=dict)
@@ -146,7 +146,7 @@ class ModelBuilder:
     def const(self, name: str, array: np.ndarray, dtype: str) -> int:
         """A constant tensor holding ``array`` (little-endian, C order) in its own buffer."""
         arr = np.asarray(array, order="C")  # (ascontiguousarray would make scalars 1-D)
-        self.buffers.append(_AlignedBuffer(arr))
+        self.buffers.append(AlignedBuffer(arr))
         self.weight_bytes += arr.nbytes
         return self.tensor(name, dtype, arr.shape, buffer=len(self.buffers) - 1)
 
