@@ -92,10 +92,13 @@ class QuantInt8(Pass):
     act: Literal["u8_tensor", "i8_row"] = "u8_tensor"
 
     # Measured on the tiny test BERT (tests/test_quant.py) and BERT-sized stacks
-    # (benchmarks/quantization.py): logits move by 1-3% of their range; the bound
-    # leaves room for deeper models, where errors of 12 layers add up.
+    # (benchmarks/quantization.py): logits move by 1-3% of their range.  On
+    # all-MiniLM-L6-v2's 384-d sentence embeddings: 13-20% of the range on
+    # single dims, yet every row's cosine to float >= 0.97 (bertc demo).  So the
+    # bound is row cosine (logits and embeddings alike) plus a loose range check;
+    # argmax agreement is left to --max-drop (argmax over embedding dims means nothing).
     fidelity: ClassVar[Fidelity] = Fidelity(
-        max_rel_error=0.1, min_argmax_agreement=0.9,
+        max_rel_error=0.3, min_cosine=0.95,
         reason="quant_int8: int8 weights, activations quantized at run time")
 
     def __post_init__(self) -> None:

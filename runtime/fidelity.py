@@ -42,20 +42,33 @@ class Fidelity:
     ``max_rel_error``: on every output, max |artifact - source| / max |source|
     (the error as a fraction of the output's range, over all inputs checked).
     ``min_argmax_agreement``: on classifier-like outputs ([batch, classes]), the
-    fraction of rows whose argmax agrees.  None: not checked.
+    fraction of rows whose argmax agrees.
+    ``min_cosine``: on every output of rank >= 2, the smallest cosine similarity
+    between an artifact row and the source row (over the last axis).  It suits
+    logits and sentence embeddings alike, where argmax over embedding dims does not.
+    None: not checked.
     """
 
     max_abs_error: float | None = None
     max_rel_error: float | None = None
     min_argmax_agreement: float | None = None
     reason: str = ""
+    min_cosine: float | None = None
 
     @staticmethod
     def exact(tolerance: float) -> "Fidelity":
         """What compile checks when no pass declares anything: max abs error <= tolerance."""
         return Fidelity(max_abs_error=tolerance)
 
+    @property
+    def unbounded(self) -> bool:
+        """A declaration that bounds nothing (pruning: the change is intended and reported)."""
+        return all(v is None for v in (self.max_abs_error, self.max_rel_error, self.min_argmax_agreement,
+                                       self.min_cosine))
+
     def combine(self, other: "Fidelity") -> "Fidelity":
+        if self.unbounded or other.unbounded:  # nothing after an unbounded change is guaranteed either
+            return Fidelity(reason="; ".join(r for r in (self.reason, other.reason) if r))
         def add(a: float | None, b: float | None) -> float | None:
             return b if a is None else a if b is None else a + b
 
@@ -64,9 +77,13 @@ class Fidelity:
             miss = add(None if self.min_argmax_agreement is None else 1 - self.min_argmax_agreement,
                        None if other.min_argmax_agreement is None else 1 - other.min_argmax_agreement)
             agree = max(0.0, 1 - miss)
+        cosine = None
+        if self.min_cosine is not None or other.min_cosine is not None:
+            cosine = 1 - add(None if self.min_cosine is None else 1 - self.min_cosine,
+                             None if other.min_cosine is None else 1 - other.min_cosine)
         reason = "; ".join(r for r in (self.reason, other.reason) if r)
         return Fidelity(add(self.max_abs_error, other.max_abs_error),
-                        add(self.max_rel_error, other.max_rel_error), agree, reason)
+                        add(self.max_rel_error, other.max_rel_error), agree, reason, cosine)
 
     def describe(self) -> str:
         parts = []
@@ -76,11 +93,14 @@ class Fidelity:
             parts.append(f"max |err| <= {self.max_abs_error:g}")
         if self.max_rel_error is not None:
             parts.append(f"max |err| <= {self.max_rel_error:.0%} of max |output|")
+        if self.min_cosine is not None:
+            parts.append(f"row cosine >= {self.min_cosine:g}")
         return " and ".join(parts) or "nothing checked"
 
     def to_json(self) -> dict:
         return {"max_abs_error": self.max_abs_error, "max_rel_error": self.max_rel_error,
-                "min_argmax_agreement": self.min_argmax_agreement, "reason": self.reason,
+                "min_argmax_agreement": self.min_argmax_agreement, "min_cosine": self.min_cosine,
+                "reason": self.reason,
                 "check": self.describe()}
 
 
@@ -109,6 +129,7 @@ class OutputFidelity:
     reference_max_abs: float  # max |source| over all inputs: the scale of max_rel_error
     argmax_agreement: float | None  # over rows of a [batch, classes] output, else None
     rows: int = 0
+    min_cosine: float | None = None  # smallest row cosine (last axis), outputs of rank >= 2
 
     @property
     def rel_error(self) -> float:
@@ -139,6 +160,9 @@ class FidelityReport:
                     and o.argmax_agreement < f.min_argmax_agreement):
                 out.append(f"output '{name}': argmax agrees on {o.argmax_agreement:.0%} of {o.rows} rows "
                            f"(bound {f.min_argmax_agreement:.0%})")
+            if f.min_cosine is not None and o.min_cosine is not None and o.min_cosine < f.min_cosine:
+                out.append(f"output '{name}': a row's cosine similarity to the source is {o.min_cosine:.4f} "
+                           f"(bound {f.min_cosine:g})")
         return out
 
     @property
@@ -153,7 +177,8 @@ class FidelityReport:
         return {"cases": [list(c) for c in self.cases], "tolerance": self.fidelity.max_abs_error,
                 "ok": self.ok, "fidelity": self.fidelity.to_json(), "failures": self.failures,
                 "outputs": {k: {"max_abs_error": o.max_abs_error, "argmax_agreement": o.argmax_agreement,
-                                "rel_error": o.rel_error, "reference_max_abs": o.reference_max_abs}
+                                "rel_error": o.rel_error, "reference_max_abs": o.reference_max_abs,
+                                "min_cosine": o.min_cosine}
                             for k, o in self.outputs.items()}}
 
 
@@ -178,6 +203,7 @@ def _report(pairs: Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndar
     worst: dict[str, float] = {}
     scale: dict[str, float] = {}
     agree: dict[str, list[bool]] = {}
+    cosine: dict[str, float] = {}
     for want, got in pairs:
         for name, w in want.items():
             if name not in got:
@@ -191,9 +217,21 @@ def _report(pairs: Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndar
             worst[name] = max(worst.get(name, 0.0), float(np.abs(g - w).max()) if w.size else 0.0)
             if w.ndim == 2 and w.shape[1] > 1:
                 agree.setdefault(name, []).extend((g.argmax(1) == w.argmax(1)).tolist())
+            if w.ndim >= 2 and w.size:
+                cosine[name] = min(cosine.get(name, 1.0), _min_row_cosine(g, w))
     report = FidelityReport(fidelity, [tuple(c) for c in cases])
     for name, err in worst.items():
         a = agree.get(name)
         report.outputs[name] = OutputFidelity(err, scale[name], float(np.mean(a)) if a else None,
-                                              len(a) if a else 0)
+                                              len(a) if a else 0, cosine.get(name))
     return report
+
+
+def _min_row_cosine(got: np.ndarray, want: np.ndarray) -> float:
+    """The smallest cosine similarity between matching rows (last axis); identical rows give 1."""
+    g = got.reshape(-1, got.shape[-1])
+    w = want.reshape(-1, want.shape[-1])
+    dot = (g * w).sum(1)
+    norms = np.linalg.norm(g, axis=1) * np.linalg.norm(w, axis=1)
+    cos = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), np.where(np.abs(g - w).max(1) == 0, 1.0, 0.0))
+    return float(cos.min())
