@@ -328,4 +328,4 @@ def _plot(demo: dict, rows: list[Row], path: Path) -> None:
     report = {"settings": demo["settings"], "cpu": demo["cpu"],
               "artifacts": [{"label": r.label, "backend": r.target, "size_bytes": r.size_bytes, "accuracy": None,
                              "results": list(r.latency.values())} for r in rows]}
-    plot(report, path)
+    plot(report, path, title=f"bertc demo: all-MiniLM-L6-v2 on {demo['cpu']['model']} ({demo['cpu']['cores']} cores)")

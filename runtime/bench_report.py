@@ -74,7 +74,7 @@ def _throughput_cell(r: dict) -> str:
     return "failed" if "error" in r else f"{r['throughput_seq_s']:.1f}"
 
 
-def plot(report: dict, path: Path) -> None:
+def plot(report: dict, path: Path, title: str | None = None) -> None:
     """Latency (p50, first seq length) against file size: one labelled point per artifact."""
     import matplotlib
 
@@ -100,7 +100,7 @@ def plot(report: dict, path: Path) -> None:
         ax.text(0.5, 0.5, "no successful runs", ha="center", transform=ax.transAxes)
     ax.set_xlabel("file size (MB)")
     ax.set_ylabel(f"p50 latency (ms), seq {seq}, batch {batch}")
-    ax.set_title(f"bertc bench: {report['cpu']['model']}"[:80], fontsize=9)
+    ax.set_title((title or f"bertc bench: {report['cpu']['model']}")[:100], fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.margins(0.25)
     ax.set_xlim(left=0)
