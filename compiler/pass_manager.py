@@ -178,14 +178,24 @@ def _convert(value: str, typ: Any, pass_name: str, opt: str) -> Any:
     return value
 
 
+# Named pipelines usable inside --passes.
+PRESETS = {
+    "ort_fusions": "fuse_skip_layer_norm,fuse_bias_gelu",  # onnxruntime contrib kernels (exact)
+}
+
+
 def parse_pipeline(text: str) -> list[Pass]:
     """Build pass instances from a pipeline string; unknown names and options say what exists."""
     registry = all_passes()
     out: list[Pass] = []
     for name, opts in split_pipeline(text):
+        if name in PRESETS and not opts:
+            out.extend(parse_pipeline(PRESETS[name]))
+            continue
         if name not in registry:
-            raise BertcError(f"unknown pass '{name}'.{did_you_mean(name, registry)}",
-                             f"Known passes: {', '.join(registry)}. `bertc passes` describes each.")
+            raise BertcError(f"unknown pass '{name}'.{did_you_mean(name, [*registry, *PRESETS])}",
+                             f"Known passes: {', '.join(registry)}; presets: {', '.join(PRESETS)}. "
+                             "`bertc passes` describes each.")
         cls = registry[name]
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}

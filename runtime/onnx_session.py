@@ -35,11 +35,21 @@ def _numpy_dtype(ort_type: str) -> str:
 class OnnxSession:
     """An onnxruntime CPU session with full graph optimizations."""
 
-    def __init__(self, path_or_bytes: str | os.PathLike | bytes, threads: int | None = None) -> None:
+    def __init__(self, path_or_bytes: str | os.PathLike | bytes, threads: int | None = None,
+                 spinning: bool | None = None) -> None:
+        """``threads``: intra-op threads (None: onnxruntime's default, one per core).
+        ``spinning``: whether idle intra-op threads busy-wait for work (onnxruntime's
+        ``session.intra_op.allow_spinning``, on by default); off frees the cores between
+        runs on a shared machine at some latency cost (docs/performance.md)."""
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # BERT is one chain of ops: run them in order and parallelize inside each one.
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
+        if spinning is not None:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         model = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
         self._session = ort.InferenceSession(model, sess_options=opts,
                                              providers=["CPUExecutionProvider"])

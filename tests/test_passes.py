@@ -153,3 +153,7 @@ def test_fold_constants_keeps_large_palettized_weights():
     g.outputs["y"] = g.add("matmul", [x, w]).result
     PassManager(parse_pipeline("fold_constants")).run(g)
     assert g.histogram()["gather"] == 1  # 262,144 i32/f32 would take 4x the bytes of the u8 indices
+
+
+def test_presets_expand():
+    assert [p.name for p in parse_pipeline("ort_fusions,dce")] == ["fuse_skip_layer_norm", "fuse_bias_gelu", "dce"]

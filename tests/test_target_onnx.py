@@ -278,6 +278,12 @@ case("dequantize_u8", "dequantize", np.arange(0, 240, 10, dtype=np.uint8).reshap
 case("qmatmul_per_channel", "qmatmul", X, C(_QW), C(np.linspace(0.01, 0.05, 5).astype(np.float32)),
      C(np.zeros(5, np.int8)), axis=1, atol=1e-6)
 
+# fusions (issue 7; tests/test_fusions.py checks these in depth): com.microsoft kernels
+_H = np.linspace(-1, 1, 4).astype(np.float32)
+case("skip_layer_norm_bias", "skip_layer_norm", X, Y, C(_H + 1), C(_H), C(_H * 0.3), epsilon=1e-12, atol=1e-5)
+case("bias_gelu_erf", "bias_gelu", X * 3, C(_H), atol=1e-5)
+case("bias_gelu_tanh", "bias_gelu", X * 3, C(_H), approximate="tanh", atol=1e-5)
+
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_op_matches_reference(name: str) -> None:

@@ -391,6 +391,16 @@ CASES.update({
                                      arr(np.zeros(8), "i8"), axis=1, act_dtype="i8", act_per_row=True),
                                 [{"x": rnd("f32", (2, 5, 16), -20, 20)}], 1e-5),
 })
+# fusions (issue 7): decomposed back into ADD + the layer-norm sequence / ADD + GELU.
+_X3, _S3 = rnd("f32", (2, 5, 16), -5, 5, seed=4), rnd("f32", (2, 5, 16), -5, 5, seed=5)
+CASES.update({
+    "skip_layer_norm-bias": Case({"x": ("f32", ("b", "s", 16)), "skip": ("f32", ("b", "s", 16))},
+                                 op_c("skip_layer_norm", rnd("f32", (16,), seed=1), rnd("f32", (16,), seed=2),
+                                      rnd("f32", (16,), seed=3), epsilon=1e-12),
+                                 [{"x": _X3, "skip": _S3}], 1e-5),
+    "bias_gelu-tanh": Case({"x": ("f32", ("b", "s", 16))}, op_c("bias_gelu", rnd("f32", (16,)), approximate="tanh"),
+                           [{"x": _X3}], 1e-5),
+})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -68,6 +68,7 @@ class _Emitter:
         self._consts: dict[tuple, str] = {}
         self._node_names: set[str] = set()
         self.op: Op | None = None  # the op being lowered: names and documents its nodes
+        self.contrib = True  # emit com.microsoft kernels for the fused ops (else standard ONNX)
 
     # ---------------------------------------------------------------- names
     def unique(self, hint: str) -> str:
@@ -480,6 +481,38 @@ _LOWERINGS.update({"quantize": _lower_quantize, "dequantize": _lower_dequantize,
 # CPU kernels run (DynamicQuantizeMatMul takes an i8 or u8 kernel).
 CAPABILITIES.update({"quantize": None, "dequantize": None, "qmatmul": None})
 
+# --------------------------------------------------------------------------- fusions (issue 7)
+# skip_layer_norm and bias_gelu are onnxruntime contrib kernels (com.microsoft, opset 1).
+# onnxruntime 1.32 fuses MatMul+Add+Gelu into BiasGelu by itself at ORT_ENABLE_ALL, but
+# not Add+LayerNormalization on our graphs (symbolic shapes), hence the explicit op.
+# ``lower(graph, contrib=False)`` spells both in standard ONNX instead (Add + LayerNormalization,
+# Add + Gelu): the fallback for runtimes without the contrib domain.
+def _lower_skip_layer_norm(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """SkipLayerNormalization(input, skip, gamma, beta[, bias]) -> output 0 (the normed sum)."""
+    if not e.contrib:
+        s = e.node("Add", ins[:2])
+        if len(ins) > 4:
+            s = e.node("Add", [s, ins[4]])
+        e.node("LayerNormalization", [s, ins[2], ins[3]], outs, axis=-1, epsilon=op.attrs["epsilon"])
+        return
+    e.node("SkipLayerNormalization", ins, outs, domain=MS_DOMAIN, epsilon=op.attrs["epsilon"])
+
+
+def _lower_bias_gelu(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """BiasGelu(x, bias) is the erf form; FastGelu(x, bias) is the tanh form
+    0.5x(1 + tanh(0.7978845608 (x + 0.044715 x^3))), the same formula as gelu(approximate='tanh')."""
+    if not e.contrib:
+        e.node("Gelu", [e.node("Add", ins)], outs, approximate=op.attrs["approximate"])
+        return
+    e.node("BiasGelu" if op.attrs["approximate"] == "none" else "FastGelu", ins, outs, domain=MS_DOMAIN)
+
+
+_LOWERINGS.update({"skip_layer_norm": _lower_skip_layer_norm, "bias_gelu": _lower_bias_gelu})
+# The contrib kernels are registered for f32 (and f16 on CPU); the verifier already keeps
+# operands of one dtype and shape.
+CAPABILITIES.update({"skip_layer_norm": _dtypes(frozenset({"f32"})),
+                     "bias_gelu": _dtypes(frozenset({"f32"}))})
+
 # cumprod is left out on purpose: opset 20 has no CumProd (legalization rewrites it).
 assert set(CAPABILITIES) <= set(_LOWERINGS), "every capability needs a lowering"
 
@@ -520,10 +553,14 @@ def _is_live(op: Op, graph: Graph) -> bool:
     return bool(v.uses) or any(o is v for o in graph.outputs.values())
 
 
-def lower(graph: Graph) -> onnx.ModelProto:
-    """Lower a legal graph to an ONNX model (opset 20) in one protobuf."""
+def lower(graph: Graph, contrib: bool = True) -> onnx.ModelProto:
+    """Lower a legal graph to an ONNX model (opset 20) in one protobuf.
+
+    ``contrib=False``: fused ops (skip_layer_norm, bias_gelu) in standard ONNX only.
+    """
     _check_legal(graph)
     e = _Emitter(graph)
+    e.contrib = contrib
     _reserve_io_names(e, graph)
     for op in graph.ops:
         if not _is_live(op, graph):
@@ -554,7 +591,7 @@ def lower(graph: Graph) -> onnx.ModelProto:
     onnx_graph = helper.make_graph(e.nodes, graph.name, [value_info(v.name, v.type) for v in graph.inputs],
                                    outputs, initializer=e.initializers)
     opsets = [helper.make_opsetid("", OPSET)]
-    if any(n.domain == MS_DOMAIN for n in e.nodes):  # qmatmul: onnxruntime's contrib ops
+    if any(n.domain == MS_DOMAIN for n in e.nodes):  # qmatmul, fusions: onnxruntime's contrib ops
         opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
     model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="bertc",
                               producer_version=__version__,

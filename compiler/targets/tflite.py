@@ -155,12 +155,17 @@ def _layer_norm(ctx: Lowering, op: Op) -> None:
     """(x - mean) * rsqrt(var + eps) * scale + bias, in the reference kernel's order:
     MEAN, SQUARED_DIFFERENCE, MEAN, ADD, RSQRT, SUB, MUL, MUL, ADD."""
     x, scale, bias = op.operands
+    _norm_sequence(ctx, op, ctx.tensor(x), x, normalize_axis(op.attrs["axis"], x.type.rank),
+                   ctx.tensor(scale), ctx.tensor(bias))
+
+
+def _norm_sequence(ctx: Lowering, op: Op, xt: int, x: Value, ax: int, scale: int, bias: int) -> None:
+    """The layer-norm operator sequence over axes [ax, rank) of tensor ``xt`` (typed as ``x``),
+    written into ``op``'s result."""
     rank, dt, dims = x.type.rank, x.dtype, x.shape
-    ax = normalize_axis(op.attrs["axis"], rank)
     axes = ctx.i32(list(range(ax, rank)), "axes")
     kept = [d if i < ax else 1 for i, d in enumerate(dims)]
     keep = options("ReducerOptionsT", keepDims=True)
-    xt = ctx.tensor(x)
     mean = ctx.binary(B.MEAN, xt, axes, "mean", dt, kept, keep)
     sq = ctx.binary(B.SQUARED_DIFFERENCE, xt, mean, "squared_difference", dt, dims,
                     options("SquaredDifferenceOptionsT"))
@@ -170,8 +175,29 @@ def _layer_norm(ctx: Lowering, op: Op) -> None:
     inv = ctx.unary(B.RSQRT, var_eps, "rsqrt", dt, kept)
     centered = ctx.binary(B.SUB, xt, mean, "centered", dt, dims, options("SubOptionsT"))
     normed = ctx.binary(B.MUL, centered, inv, "normalized", dt, dims, options("MulOptionsT"))
-    scaled = ctx.binary(B.MUL, normed, ctx.tensor(scale), "scaled", dt, dims, options("MulOptionsT"))
-    ctx.emit(B.ADD, [scaled, ctx.tensor(bias)], [ctx.result(op.result)], options("AddOptionsT"))
+    scaled = ctx.binary(B.MUL, normed, scale, "scaled", dt, dims, options("MulOptionsT"))
+    ctx.emit(B.ADD, [scaled, bias], [ctx.result(op.result)], options("AddOptionsT"))
+
+
+# Fused ops (issue 7: onnxruntime contrib kernels) are decomposed again: one IR, both targets.
+@lowers("skip_layer_norm")
+def _skip_layer_norm(ctx: Lowering, op: Op) -> None:
+    """ADD(x, skip) [ADD bias], then the layer-norm sequence over the last axis."""
+    x, skip, gamma, beta = op.operands[:4]
+    dt, dims = x.dtype, x.shape
+    s = ctx.binary(B.ADD, ctx.tensor(x), ctx.tensor(skip), "sum", dt, dims, options("AddOptionsT"))
+    if len(op.operands) > 4:
+        s = ctx.binary(B.ADD, s, ctx.tensor(op.operands[4]), "sum_bias", dt, dims, options("AddOptionsT"))
+    _norm_sequence(ctx, op, s, x, x.type.rank - 1, ctx.tensor(gamma), ctx.tensor(beta))
+
+
+@lowers("bias_gelu")
+def _bias_gelu(ctx: Lowering, op: Op) -> None:
+    """ADD(x, bias), then the GELU builtin."""
+    x, bias = op.operands
+    s = ctx.binary(B.ADD, ctx.tensor(x), ctx.tensor(bias), "sum", x.dtype, x.shape, options("AddOptionsT"))
+    ctx.emit(B.GELU, [s], [ctx.result(op.result)],
+             options("GeluOptionsT", approximate=op.attrs["approximate"] == "tanh"))
 
 
 _REDUCERS = {"reduce_mean": B.MEAN, "reduce_sum": B.SUM, "reduce_max": B.REDUCE_MAX,
@@ -590,6 +616,8 @@ CAPABILITIES: dict[str, Check | None] = {
     "one_hot": _tensor_limits,
     "scatter_nd": _check_scatter_nd,
     "shape": _check_shape,
+    "skip_layer_norm": _dtypes(F32),
+    "bias_gelu": _dtypes(F32),
 }
 # erf (no builtin; gelu is), einsum, cumprod, scatter_nd_update and scatter_nd_add are
 # left out on purpose: legalization passes rewrite them before this target.

@@ -1,0 +1,350 @@
+"""Inference speed of BERT-base on CPU: bertc's artifacts against their peers, one run (issue 7).
+
+Variants (batch 1, ``--threads`` intra-op threads each, every one fed the same ids):
+
+  tf                         the SavedModel in TensorFlow (the 1.0 of every ratio)
+  tf2onnx_fp32               python -m tf2onnx.convert --opset 17, on onnxruntime
+  tf2onnx_int8               onnxruntime.quantization.quantize_dynamic (QInt8) of that file
+  bertc_onnx_fp32            bertc compile --target onnx (standard ONNX ops only)
+  bertc_onnx_fp32_fused      the same with --passes fuse_skip_layer_norm,fuse_bias_gelu
+                             (com.microsoft SkipLayerNormalization / BiasGelu)
+  bertc_tflite_fp32          bertc compile --target tflite
+  bertc_onnx_int8 / bertc_tflite_int8   --passes quant_int8
+  tflite_converter_fp32      tf.lite.TFLiteConverter (builtins)
+  tflite_converter_int8      the same with optimizations=[DEFAULT] (dynamic range)
+
+Artifacts are built once into ``--cache`` (a dir per variant) and reused.  A
+peer that fails to convert or load is recorded with its one-line error.  Each
+sequence length is timed round robin over all variants (the first one
+rotating), so the shared machine's noise hits every variant alike.  onnxruntime
+sessions run with ``session.intra_op.allow_spinning=0`` unless ``--ort-spinning``:
+a spinning session's threads keep two cores busy after its run, which slowed the
+variant timed next (and, on this loaded 2-core machine, itself).  Medians in
+ms, ``ratio`` = latency / TF latency at that length, and ``max_abs_err`` =
+max |logits - TF logits| at the first length.
+
+    python benchmarks/speed.py [--cache DIR] [--seq 16,128] [--runs 20] [--threads 2] > speed.json
+    python benchmarks/speed.py --quick          # tiny model, few runs: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+
+import numpy as np  # noqa: E402
+
+BERT_BASE = ["--layers", "12", "--hidden", "768", "--heads", "12", "--ffn", "3072", "--vocab", "30522",
+             "--max-positions", "512"]
+ORT_FUSIONS = "fuse_skip_layer_norm,fuse_bias_gelu"  # the "ort_fusions" pipeline (docs/performance.md)
+CONVERT_TIMEOUT = 600
+
+_TFLITE_CONVERT = """
+import sys, tensorflow as tf
+conv = tf.lite.TFLiteConverter.from_saved_model(sys.argv[1])
+if sys.argv[3] == "int8":
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+data = conv.convert()
+open(sys.argv[2], "wb").write(data)
+"""
+
+_QUANTIZE_DYNAMIC = """
+import sys
+from onnxruntime.quantization import QuantType, quantize_dynamic
+quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QInt8)
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[speed] {msg}", file=sys.stderr, flush=True)
+
+
+def one_line(text: str) -> str:
+    """The most telling line of an error text."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    for pattern in (r"error:", r"ERROR", r"Error"):
+        for ln in lines:
+            m = re.search(pattern, ln)
+            if m:
+                return ln[m.start():][:300]
+    return (lines[-1] if lines else "failed")[:300]
+
+
+# --------------------------------------------------------------------------- building
+def _child(cmd: list[str], out: Path) -> str | None:
+    """Run a converter; None on success, else its one-line error."""
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {CONVERT_TIMEOUT} s"
+    if res.returncode != 0 or not out.exists() or out.stat().st_size == 0:
+        out.unlink(missing_ok=True)
+        return one_line(res.stderr) or f"exit {res.returncode}"
+    return None
+
+
+def _bertc(model: Path, out: Path, target: str, passes: str | None) -> Callable[[], str | None]:
+    cmd = [sys.executable, "-m", "bertc.cli", "compile", str(model), "-o", str(out), "--target", target,
+           "--no-verify"]
+    if passes:
+        cmd += ["--passes", passes]
+    return lambda: _child(cmd, out / ("model.onnx" if target != "tflite" else "model.tflite"))
+
+
+def build(cache: Path, sizes: list[str]) -> dict[str, dict]:
+    """Every artifact into ``cache`` (skipping what is there): variant -> {path, error?, build_s}."""
+    model = cache / "model"
+    if not (model / "saved_model.pb").exists():
+        log(f"building the SavedModel into {model}")
+        subprocess.run([sys.executable, str(ROOT / "examples" / "bert_tf.py"), str(model), *sizes], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    py = sys.executable
+    jobs: dict[str, tuple[Path, Callable[[], str | None]]] = {
+        "tf2onnx_fp32": (cache / "tf2onnx.onnx",
+                         lambda: _child([py, "-m", "tf2onnx.convert", "--saved-model", str(model), "--opset", "17",
+                                         "--output", str(cache / "tf2onnx.onnx")], cache / "tf2onnx.onnx")),
+        "bertc_fp32": (cache / "bertc_fp32" / "model.onnx", _bertc(model, cache / "bertc_fp32", "all", None)),
+        "bertc_onnx_fp32_fused": (cache / "bertc_fused" / "model.onnx",
+                                  _bertc(model, cache / "bertc_fused", "onnx", ORT_FUSIONS)),
+        "bertc_int8": (cache / "bertc_int8" / "model.onnx", _bertc(model, cache / "bertc_int8", "all", "quant_int8")),
+        "tflite_converter_fp32": (cache / "tflite_conv_fp32.tflite",
+                                  lambda: _child([py, "-c", _TFLITE_CONVERT, str(model),
+                                                  str(cache / "tflite_conv_fp32.tflite"), "fp32"],
+                                                 cache / "tflite_conv_fp32.tflite")),
+        "tflite_converter_int8": (cache / "tflite_conv_int8.tflite",
+                                  lambda: _child([py, "-c", _TFLITE_CONVERT, str(model),
+                                                  str(cache / "tflite_conv_int8.tflite"), "int8"],
+                                                 cache / "tflite_conv_int8.tflite")),
+    }
+    status_file = cache / "build.json"
+    status = json.loads(status_file.read_text()) if status_file.exists() else {}
+
+    def run(name: str) -> tuple[str, dict]:
+        path, fn = jobs[name]
+        if path.exists() or "error" in status.get(name, {}):
+            return name, status.get(name, {"build_s": None})
+        t0 = time.perf_counter()
+        err = fn()
+        info = {"build_s": round(time.perf_counter() - t0, 1)}
+        if err:
+            info["error"] = err
+        log(f"built {name} in {info['build_s']} s" + (f": {err}" if err else ""))
+        return name, info
+
+    with ThreadPoolExecutor(2) as pool:  # tf2onnx (the slowest) runs beside the rest
+        for name, info in pool.map(run, jobs):
+            status[name] = info
+    q = cache / "tf2onnx_int8.onnx"
+    if "error" not in status["tf2onnx_fp32"] and not q.exists() and "error" not in status.get("tf2onnx_int8", {}):
+        t0 = time.perf_counter()
+        err = _child([py, "-c", _QUANTIZE_DYNAMIC, str(cache / "tf2onnx.onnx"), str(q)], q)
+        status["tf2onnx_int8"] = {"build_s": round(time.perf_counter() - t0, 1), **({"error": err} if err else {})}
+    elif "error" in status["tf2onnx_fp32"]:
+        status["tf2onnx_int8"] = {"error": "no tf2onnx model to quantize"}
+    status_file.write_text(json.dumps(status, indent=2))
+    return status
+
+
+def variants(cache: Path) -> dict[str, tuple[str, Path, dict]]:
+    """variant -> (backend, path, extra session options)."""
+    fp32, int8 = cache / "bertc_fp32", cache / "bertc_int8"
+    return {
+        "tf": ("tf", cache / "model", {}),
+        "tf2onnx_fp32": ("onnx", cache / "tf2onnx.onnx", {}),
+        "tf2onnx_int8": ("onnx", cache / "tf2onnx_int8.onnx", {}),
+        "bertc_onnx_fp32": ("onnx", fp32 / "model.onnx", {}),
+        "bertc_onnx_fp32_fused": ("onnx", cache / "bertc_fused" / "model.onnx", {}),
+        "bertc_tflite_fp32": ("tflite", fp32 / "model.tflite", {}),
+        "bertc_onnx_int8": ("onnx", int8 / "model.onnx", {}),
+        "bertc_tflite_int8": ("tflite", int8 / "model.tflite", {}),
+        "tflite_converter_fp32": ("tflite", cache / "tflite_conv_fp32.tflite", {}),
+        "tflite_converter_int8": ("tflite", cache / "tflite_conv_int8.tflite", {}),
+    }
+
+
+# --------------------------------------------------------------------------- sessions
+def open_variant(backend: str, path: Path, threads: int, extra: dict):
+    if backend == "tf":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        return _TFSignature(tf.saved_model.load(str(path)))
+    if backend == "onnx":
+        from bertc.runtime.onnx_session import OnnxSession
+
+        return OnnxSession(path, threads, **extra)
+    from bertc.runtime.tflite_session import TFLiteSession
+
+    return TFLiteSession(path, threads)
+
+
+class _TFSignature:
+    """The SavedModel's serving_default signature behind the sessions' run(feeds) API."""
+
+    def __init__(self, loaded) -> None:
+        self._loaded = loaded  # keeps the variables alive
+        self._fn = loaded.signatures["serving_default"]
+        specs = self._fn.structured_input_signature[1]
+        self.input_names = sorted(specs)
+        self._dtypes = {n: specs[n].dtype.as_numpy_dtype for n in specs}
+
+    def run(self, feeds):
+        out = self._fn(**{n: np.asarray(feeds[n]).astype(self._dtypes[n]) for n in self.input_names})
+        return {k: v.numpy() for k, v in out.items()}
+
+
+def feeds_for(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feeds under the session's own input names (tf2onnx and the converter add suffixes)."""
+    out = {}
+    for name in session.input_names:
+        key = next((k for k in sorted(feeds, key=len, reverse=True) if k in name), None)
+        if key is None:
+            raise KeyError(f"no feed for input {name}")
+        out[name] = feeds[key]
+    return out
+
+
+def logits(result: dict) -> np.ndarray:
+    key = next((k for k in result if "logits" in k), next(iter(result)))
+    return np.asarray(result[key])
+
+
+def make_feeds(seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"input_ids": rng.integers(1, vocab, (1, seq)).astype(np.int32),
+            "attention_mask": np.ones((1, seq), np.int32),
+            "token_type_ids": np.zeros((1, seq), np.int32)}
+
+
+def time_round_robin(runners: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, float]:
+    names = list(runners)
+    for _ in range(warmup):
+        for n in names:
+            runners[n]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(runs):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            runners[n]()
+            times[n].append(time.perf_counter() - t0)
+    return {n: round(float(np.median(t)) * 1e3, 3) for n, t in times.items()}
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", help="artifact cache dir (default: $TMPDIR/bertc-speed[-quick])")
+    ap.add_argument("--seq", default="16,128")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="tiny model, 3 runs (a smoke test)")
+    ap.add_argument("--ort-spinning", action="store_true",
+                    help="let onnxruntime's idle threads busy-wait (its default); off by default here because "
+                         "a spinning session steals the cores from the variant timed after it")
+    ap.add_argument("--only", help="comma-separated variants to time (default: all)")
+    args = ap.parse_args(argv)
+    sizes, vocab = (BERT_BASE, 30522) if not args.quick else ([], 100)
+    seqs = [int(s) for s in args.seq.split(",")] if not args.quick else [8, 16]
+    runs, warmup = (args.runs, args.warmup) if not args.quick else (3, 1)
+    cache = Path(args.cache or Path(tempfile.gettempdir()) / ("bertc-speed-quick" if args.quick else "bertc-speed"))
+    cache.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    status = build(cache, sizes)
+    table = variants(cache)
+    if args.only:
+        keep = {"tf", *args.only.split(",")}
+        table = {k: v for k, v in table.items() if k in keep}
+    sessions, results = {}, {}
+    for name, (backend, path, extra) in table.items():
+        src = {"bertc_onnx_fp32": "bertc_fp32", "bertc_tflite_fp32": "bertc_fp32", "bertc_onnx_int8": "bertc_int8",
+               "bertc_tflite_int8": "bertc_int8"}.get(name, name)
+        built = status.get(src, {})
+        results[name] = {"file_mb": round(path.stat().st_size / 2**20, 1) if path.is_file() else None,
+                         "build_s": built.get("build_s")}
+        if "error" in built or not path.exists():
+            results[name]["error"] = built.get("error", f"{path.name} missing")
+            continue
+        try:
+            if backend == "onnx":
+                extra = {"spinning": args.ort_spinning, **extra}
+            sessions[name] = open_variant(backend, path, args.threads, extra)
+        except Exception as e:  # a peer the runtime refuses is a result, not a crash
+            results[name]["error"] = one_line(f"{type(e).__name__}: {e}")
+    for seq in seqs:
+        feeds = make_feeds(seq, vocab)
+        runners, ref = {}, None
+        for name, s in sessions.items():
+            f = feeds_for(s, feeds)
+            try:
+                out = logits(s.run(f))
+            except Exception as e:
+                results[name]["error"] = one_line(f"{type(e).__name__}: {e}")
+                continue
+            if name == "tf":
+                ref = out
+            elif ref is not None and seq == seqs[0]:
+                results[name]["max_abs_err"] = float(np.abs(out - ref).max())
+            runners[name] = (lambda s=s, f=f: s.run(f))
+        log(f"timing seq {seq}: {len(runners)} variants x {runs} runs")
+        ms = time_round_robin(runners, runs, warmup)
+        for name, v in ms.items():
+            results[name][f"ms_seq{seq}"] = v
+            if "tf" in ms:
+                results[name][f"ratio_seq{seq}"] = round(v / ms["tf"], 3)
+    report = {
+        "benchmark": "speed", "model": "bert-base (examples/bert_tf.py)" if not args.quick else "tiny (quick)",
+        "batch": 1, "seqs": seqs, "threads": args.threads, "runs": runs,
+        "ort_spinning": args.ort_spinning,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "versions": _versions(), "ort_fusions": ORT_FUSIONS, "results": results,
+        "total_s": round(time.perf_counter() - t_start, 1),
+    }
+    print(json.dumps(report, indent=2))
+    print(table_text(results, seqs), file=sys.stderr)
+    return 0
+
+
+def table_text(results: dict, seqs: list[int]) -> str:
+    head = "| variant | " + " | ".join(f"seq {s} ms (x TF)" for s in seqs) + " | max abs err | MB |"
+    lines = [head, "|" + "---|" * (len(seqs) + 3)]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {name} | " + " | ".join("-" for _ in seqs) + f" | failed: {r['error'][:120]} | |")
+            continue
+        cells = [f"{r.get(f'ms_seq{s}', '-')} ({r.get(f'ratio_seq{s}', '-')})" for s in seqs]
+        err = r.get("max_abs_err")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if err is None else f'{err:.1e}'} | "
+                     f"{r.get('file_mb') or ''} |")
+    return "\n".join(lines)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("tensorflow-cpu", "onnxruntime", "tf2onnx", "ai-edge-litert"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
