@@ -33,15 +33,18 @@ open(sys.argv[2], "wb").write(conv.convert())
 def run_child(cmd: list[str], timeout: float = 1800) -> dict:
     """Wall time and peak RSS of one child process (wait4's rusage is per child)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except KeyboardInterrupt:
-        proc.kill()
-        raise
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read() if proc.stderr else ""
+    # stderr goes to a file: a converter that prints more than a pipe holds would block forever
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except KeyboardInterrupt:
+            proc.kill()
+            raise
+        wall = time.perf_counter() - t0
+        log.seek(0)
+        err = log.read()
     code = os.waitstatus_to_exitcode(status)
     return {"ok": code == 0, "seconds": round(wall, 2), "peak_rss_gb": round(usage.ru_maxrss / 1024 ** 2, 2),
             **({} if code == 0 else {"error": first_error(err) or f"exit {code}"})}
