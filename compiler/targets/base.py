@@ -37,6 +37,14 @@ class Target:
     capabilities: dict[str, Callable[[Op], str | None] | None]
     lower: Callable[[Graph], bytes]
 
+    def check_legal(self, graph: Graph) -> None:
+        """Refuse a graph the table cannot lower, naming every offending op at once."""
+        problems = self.unsupported(graph)
+        if problems:
+            lines = "; ".join(f"{p.reason} at {p.op.loc}" for p in problems)
+            raise LoweringError(problems[0].op, f"{len(problems)} op(s) are not legal for {self.name} "
+                                                f"(run a legalization pass first): {lines}")
+
     def unsupported(self, graph: Graph) -> list[Unsupported]:
         out = []
         for op in graph.ops:

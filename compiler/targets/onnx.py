@@ -518,16 +518,6 @@ assert set(CAPABILITIES) <= set(_LOWERINGS), "every capability needs a lowering"
 
 
 # --------------------------------------------------------------------------- driver
-def _check_legal(graph: Graph) -> None:
-    """Refuse a graph the table cannot lower, naming every offending op at once."""
-    problems = TARGET.unsupported(graph)
-    if not problems:
-        return
-    lines = "; ".join(f"{p.reason} at {p.op.loc}" for p in problems)
-    raise LoweringError(problems[0].op, f"{len(problems)} op(s) are not legal for onnx "
-                                        f"(run a legalization pass first): {lines}")
-
-
 def _reserve_io_names(e: _Emitter, graph: Graph) -> None:
     """Inputs keep their IR names verbatim (callers feed by them); output names are
     reserved, and the op computing an output writes straight into its name
@@ -558,7 +548,7 @@ def lower(graph: Graph, contrib: bool = True) -> onnx.ModelProto:
 
     ``contrib=False``: fused ops (skip_layer_norm, bias_gelu) in standard ONNX only.
     """
-    _check_legal(graph)
+    TARGET.check_legal(graph)  # every offending op named at once
     e = _Emitter(graph)
     e.contrib = contrib
     _reserve_io_names(e, graph)

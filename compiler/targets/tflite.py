@@ -508,19 +508,9 @@ def _bound_i32(ctx: Lowering, v: Value, n: int, suffix: str) -> int:
 
 
 # --------------------------------------------------------------------------- driver
-def _check_legal(graph: Graph) -> None:
-    """Refuse a graph the table cannot lower, naming every offending op at once."""
-    problems = TARGET.unsupported(graph)
-    if not problems:
-        return
-    lines = "; ".join(f"{p.reason} at {p.op.loc}" for p in problems)
-    raise LoweringError(problems[0].op, f"{len(problems)} op(s) are not legal for tflite "
-                                        f"(run a legalization pass first): {lines}")
-
-
 def lower_bytes(graph: Graph) -> bytes:
     """The .tflite flatbuffer: what ``bertc compile --target tflite`` writes to model.tflite."""
-    _check_legal(graph)
+    TARGET.check_legal(graph)  # every offending op named at once
     ctx = Lowering(graph)
     inputs = [(v.name, ctx.result(v)) for v in graph.inputs]
     for op in graph.ops:
