@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .names import UniqueNames
 from .types import TensorType
 
 
@@ -139,7 +140,7 @@ class Graph:
         # Results of analyses (calibration ranges, importance scores, labels …),
         # keyed by analysis name.  Printed as graph attributes when JSON-able.
         self.analyses: dict[str, Any] = {}
-        self._const_names: set[str] = set()
+        self._const_names = UniqueNames()
         self._fresh = itertools.count()
 
     # ----------------------------------------------------------- building
@@ -194,12 +195,7 @@ class Graph:
         return op.result
 
     def unique_const_name(self, name: str) -> str:
-        base, k = name, 0
-        while name in self._const_names:
-            k += 1
-            name = f"{base}.{k}"
-        self._const_names.add(name)
-        return name
+        return self._const_names.claim(name)
 
     def erase(self, op: Op) -> None:
         """Remove an op whose results are unused."""
@@ -210,7 +206,7 @@ class Graph:
             v.uses.remove((op, i))
         self.ops.remove(op)
         if op.kind == "const":
-            self._const_names.discard(op.attrs["name"])
+            self._const_names.release(op.attrs["name"])
 
     def replace_op(self, op: Op, new_values: Sequence[Value]) -> None:
         """Make every use of ``op``'s results use ``new_values`` instead, then erase it."""

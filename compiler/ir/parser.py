@@ -295,7 +295,7 @@ def _parse_op(c: _Line, graph: Graph, values: dict[str, Value], weights: Mapping
             [int(d) for d in types[0].shape])
         attrs["name"] = graph.unique_const_name(names[0])
     elif kind == "const":
-        graph._const_names.add(attrs["name"])
+        graph._const_names.reserve(attrs["name"])
     if len(types) != len(names):
         raise c.error(f"{len(names)} results but {len(types)} types")
     try:

@@ -21,6 +21,7 @@ import re
 import numpy as np
 
 from .graph import Graph, Op, Value
+from .names import UniqueNames
 
 INLINE_LIMIT = 16
 _BARE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_./:\-]*$")
@@ -72,18 +73,12 @@ class Namer:
 
     def __init__(self) -> None:
         self.names: dict[int, str] = {}
-        self.taken: set[str] = set()
+        self.taken = UniqueNames()
 
     def name(self, v: Value) -> str:
         key = id(v)
         if key not in self.names:
-            base = _HINT_CLEAN.sub("_", v.name) or "v"
-            name, k = base, 0
-            while name in self.taken:
-                k += 1
-                name = f"{base}.{k}"
-            self.taken.add(name)
-            self.names[key] = name
+            self.names[key] = self.taken.claim(_HINT_CLEAN.sub("_", v.name) or "v")
         return self.names[key]
 
     def ref(self, v: Value) -> str:

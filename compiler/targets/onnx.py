@@ -23,6 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
+from ..ir.names import UniqueNames
 from ..ir.printer import INLINE_LIMIT, Namer
 from ..ir.graph import Graph, Op, Value
 from ..ir.types import DTYPES, FLOAT_DTYPES, INT_DTYPES, UNKNOWN, TensorType, is_static
@@ -64,7 +65,7 @@ class _Emitter:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._names: dict[int, str] = {}
-        self._taken: set[str] = set()
+        self._taken = UniqueNames()
         self._consts: dict[tuple, str] = {}
         self._node_names: set[str] = set()
         self.op: Op | None = None  # the op being lowered: names and documents its nodes
@@ -72,20 +73,11 @@ class _Emitter:
 
     # ---------------------------------------------------------------- names
     def unique(self, hint: str) -> str:
-        base = _NAME_CLEAN.sub("_", hint) or "t"
-        name, k = base, 0
-        while name in self._taken:
-            k += 1
-            name = f"{base}.{k}"
-        self._taken.add(name)
-        return name
+        return self._taken.claim(_NAME_CLEAN.sub("_", hint) or "t")
 
     def reserve(self, name: str) -> bool:
         """Claim ``name`` verbatim; False when it is already taken."""
-        if name in self._taken:
-            return False
-        self._taken.add(name)
-        return True
+        return self._taken.reserve(name)
 
     def name_of_bound(self, v: Value) -> str | None:
         return self._names.get(id(v))

@@ -30,6 +30,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from ..ir.graph import Graph, Op, Value
+from ..ir.names import UniqueNames
 from ..ir.printer import Namer
 from ..ir.types import DTYPES, UNKNOWN
 from .base import LoweringError
@@ -117,18 +118,13 @@ class ModelBuilder:
     operators: list[schema.OperatorT] = field(default_factory=list)
     opcodes: list[schema.OperatorCodeT] = field(default_factory=list)
     _opcode_index: dict[int, int] = field(default_factory=dict)
-    _names: set[str] = field(default_factory=set)
+    _names: UniqueNames = field(default_factory=UniqueNames)
     _const_cache: dict[tuple, int] = field(default_factory=dict)
     weight_bytes: int = 0
 
     # ------------------------------------------------------------ tensors
     def unique_name(self, name: str) -> str:
-        base, k = name, 0
-        while name in self._names:
-            k += 1
-            name = f"{base}.{k}"
-        self._names.add(name)
-        return name
+        return self._names.claim(name)
 
     def tensor(self, name: str, dtype: str, dims: Sequence[Any], buffer: int = 0) -> int:
         """A tensor of IR dtype ``dtype`` whose dims may be symbolic; returns its index."""
