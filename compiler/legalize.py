@@ -93,3 +93,24 @@ def report(graph: Graph, targets: list[Target], after: Graph | None) -> tuple[st
             else:
                 lines.append(f"after legalization, {target.name} is legal")
     return "\n".join(lines) + "\n", legal
+
+
+def unsupported_on(op, targets: str) -> list[str]:
+    """Why the listed targets (comma-separated names) cannot run ``op`` as it is; [] if all can.
+
+    Legalization passes ask this to leave alone an op every target runs natively.
+    Reads the targets' capability tables (data); nothing is lowered.
+    """
+    from .targets.base import get_target
+
+    reasons = []
+    for name in filter(None, (t.strip() for t in targets.split(","))):
+        caps = get_target(name).capabilities
+        if op.kind not in caps:
+            reasons.append(f"{op.kind} has no {name} equivalent")
+            continue
+        check = caps[op.kind]
+        reason = check(op) if check else None
+        if reason:
+            reasons.append(reason)
+    return reasons

@@ -53,7 +53,7 @@ from bertc.ir import Graph, Op, Value
 from bertc.ir.types import is_static, normalize_axis
 from bertc.pass_manager import Pass, PassContext, register_pass
 
-from .legalize_scatter_nd import Emitter
+from bertc.ir.emitter import Emitter
 
 log = logging.getLogger(__name__)
 

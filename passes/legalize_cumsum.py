@@ -32,7 +32,8 @@ from bertc.ir import Graph, Op, Value
 from bertc.pass_manager import Pass, PassContext, register_pass
 
 from .legalize_cumprod import rewrite_scan
-from .legalize_scatter_nd import Emitter, unsupported_on
+from bertc.ir.emitter import Emitter
+from bertc.legalize import unsupported_on
 
 NARROW_INTS = frozenset({"i8", "u8", "i16"})
 

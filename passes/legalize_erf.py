@@ -29,7 +29,8 @@ import numpy as np
 from bertc.ir import Graph, Op, Value
 from bertc.pass_manager import Pass, PassContext, register_pass
 
-from .legalize_scatter_nd import Emitter, unsupported_on
+from bertc.ir.emitter import Emitter
+from bertc.legalize import unsupported_on
 
 CLAMP = 4.0
 ALPHA = (-1.60960333262415e-02, -2.95459980854025e-03, -7.34990630326855e-04, -5.69250639462346e-05,

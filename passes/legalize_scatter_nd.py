@@ -96,64 +96,12 @@ import numpy as np
 
 from bertc.diagnostics import BertcError
 from bertc.ir import Graph, Op, Value
-from bertc.ir.types import DTYPES, dim_prod, is_static
+from bertc.ir.emitter import INT_MAX, Emitter
+from bertc.ir.types import dim_prod, is_static
+from bertc.legalize import unsupported_on
 from bertc.pass_manager import Pass, PassContext, register_pass
 
 log = logging.getLogger(__name__)
-
-INT_MAX = 2**63 - 1
-
-
-def unsupported_on(op: Op, targets: str) -> list[str]:
-    """Why the listed targets (comma-separated names) cannot run ``op`` as it is; [] if all can.
-
-    Reads the targets' capability tables (data); nothing is lowered.
-    """
-    from bertc.targets.base import get_target
-
-    reasons = []
-    for name in filter(None, (t.strip() for t in targets.split(","))):
-        caps = get_target(name).capabilities
-        if op.kind not in caps:
-            reasons.append(f"{op.kind} has no {name} equivalent")
-            continue
-        check = caps[op.kind]
-        reason = check(op) if check else None
-        if reason:
-            reasons.append(reason)
-    return reasons
-
-
-class Emitter:
-    """Adds ops in front of the op being replaced, all at its location."""
-
-    def __init__(self, graph: Graph, op: Op) -> None:
-        self.graph, self.op = graph, op
-        self.name = op.result.name
-
-    def __call__(self, kind: str, operands: list[Value], attrs: dict | None = None, hint: str = "") -> Value:
-        return self.graph.add(kind, operands, attrs or {}, self.op.loc, f"{self.name}_{hint or kind}",
-                              before=self.op).result
-
-    def const(self, value, dtype: str, hint: str) -> Value:
-        return self.graph.const(np.asarray(value, DTYPES[dtype]), f"{self.name}/{hint}", self.op.loc,
-                                before=self.op)
-
-    def dims(self, v: Value, start: int, stop: int | None = None) -> Value | list[int]:
-        """v.shape[start:stop] as a list when static, else as an i32 vector read at run time."""
-        dims = list(v.shape[start:stop])
-        if all(is_static(d) for d in dims):
-            return [int(d) for d in dims]
-        shape = self("shape", [v], {"dtype": "i32"}, "shape")
-        end = INT_MAX if stop is None else stop
-        return self("slice", [shape], {"starts": [start], "ends": [end], "axes": [0]}, "dims")
-
-    def length(self, v: Value, axis: int = 0) -> Value:
-        """v.shape[axis] as an i32 scalar (a constant when static)."""
-        if is_static(v.shape[axis]):
-            return self.const(int(v.shape[axis]), "i32", "length")
-        shape = self("shape", [v], {"dtype": "i32"}, "shape")
-        return self("gather", [shape, self.const(axis, "i32", "axis")], {"axis": 0}, "length")
 
 
 # ------------------------------------------------------------------ pieces
