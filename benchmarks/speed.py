@@ -307,17 +307,63 @@ def main(argv: list[str] | None = None) -> int:
             results[name][f"ms_seq{seq}"] = v
             if "tf" in ms:
                 results[name][f"ratio_seq{seq}"] = round(v / ms["tf"], 3)
+    flops = {seq: encoder_flops(seq, quick=args.quick) for seq in seqs}
+    for r in results.values():
+        for seq in seqs:
+            if f"ms_seq{seq}" in r:
+                r[f"gflops_seq{seq}"] = round(flops[seq] / (r[f"ms_seq{seq}"] * 1e-3) / 1e9, 1)
     report = {
         "benchmark": "speed", "model": "bert-base (examples/bert_tf.py)" if not args.quick else "tiny (quick)",
         "batch": 1, "seqs": seqs, "threads": args.threads, "runs": runs,
         "ort_spinning": args.ort_spinning,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "isa": cpu_isa()},
         "versions": _versions(), "ort_fusions": ORT_FUSIONS, "results": results,
+        "encoder_gflop": {str(seq): round(f / 1e9, 3) for seq, f in flops.items()},
+        "checks": checks(results, seqs),
         "total_s": round(time.perf_counter() - t_start, 1),
     }
     print(json.dumps(report, indent=2))
     print(table_text(results, seqs), file=sys.stderr)
     return 0
+
+
+def encoder_flops(seq: int, quick: bool = False) -> int:
+    """Multiply-add work (2 FLOPs each) of the encoder's matmuls at batch 1: per layer the Q/K/V/O
+    projections (4·S·H²), the two FFN matmuls (2·S·H·F) and attention's scores and context
+    (2·S²·H).  BERT-base: 2.73 GFLOP at seq 16, 22.35 at seq 128."""
+    layers, hidden, ffn = (2, 64, 128) if quick else (12, 768, 3072)
+    return layers * 2 * (seq * (4 * hidden * hidden + 2 * hidden * ffn) + 2 * seq * seq * hidden)
+
+
+def cpu_isa() -> list[str]:
+    """The SIMD extensions that decide int8 and fp32 speed (from /proc/cpuinfo, Linux only)."""
+    try:
+        flags = set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                         if ln.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return []
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    return [f for f in wanted if f in flags]
+
+
+def checks(results: dict, seqs: list[int]) -> dict:
+    """The issue's goals, read off this run: shorter sequences faster in every artifact (goal 6),
+    and the best bertc ratios against the goals (1: fp32 <= 0.55, 2: int8 <= 0.18)."""
+    out: dict = {}
+    if len(seqs) >= 2:
+        short, long_ = min(seqs), max(seqs)
+        out["shorter_is_faster"] = {name: r[f"ms_seq{short}"] < r[f"ms_seq{long_}"] for name, r in results.items()
+                                    if f"ms_seq{short}" in r and f"ms_seq{long_}" in r}
+    for kind, goal in (("fp32", 0.55), ("int8", 0.18)):
+        names = [n for n in results if n.startswith("bertc_") and kind in n and "error" not in results[n]]
+        for seq in seqs:
+            ratios = {n: results[n][f"ratio_seq{seq}"] for n in names if f"ratio_seq{seq}" in results[n]}
+            if ratios:
+                best = min(ratios, key=ratios.get)
+                out[f"best_{kind}_seq{seq}"] = {"variant": best, "ratio": ratios[best], "goal": goal,
+                                                "met": ratios[best] <= goal}
+    return out
 
 
 def table_text(results: dict, seqs: list[int]) -> str:
