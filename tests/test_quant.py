@@ -300,20 +300,24 @@ def test_onnx_artifact_structure_and_sizes(tf_bert, quant_bert):
     assert kinds.count("DynamicQuantizeMatMul") == 14 and "MatMul" in kinds  # attention stays float
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     floats = tf_bert.graph().weights()
-    pairs = [(n, n.removesuffix("_int8")) for n in inits if n.endswith("/kernel_int8")]
+    # int8 kernels are stored shifted into uint8 (q + 128, zero point 128): the same integer
+    # product, which onnxruntime computes exactly without VNNI (u8 x s8 saturates there)
+    ir_int8 = quant_bert["u8_tensor"]["graph"].weights()
+    pairs = [(n, n.removeprefix("bertc/").removesuffix("_u8")) for n in inits if n.endswith("/kernel_int8_u8")]
     assert len(pairs) == 14
-    for qname, fname in pairs:
-        q, f = inits[qname], floats[fname]
-        assert q.dtype == np.int8 and q.shape == f.shape and q.nbytes * 4 == f.nbytes
+    for uname, qname in pairs:
+        u, q, f = inits[uname], ir_int8[qname], floats[qname.removesuffix("_int8")]
+        assert u.dtype == np.uint8 and u.shape == f.shape and u.nbytes * 4 == f.nbytes
+        np.testing.assert_array_equal(u.astype(np.int16) - 128, q)
     for node in model.graph.node:
         if node.op_type == "DynamicQuantizeMatMul":
             assert node.domain == "com.microsoft"
             w, scale, zero = (inits[i] for i in node.input[1:])
-            assert w.dtype == np.int8 and scale.shape == zero.shape == (w.shape[1],) and not zero.any()
+            assert w.dtype == np.uint8 and scale.shape == zero.shape == (w.shape[1],) and (zero == 128).all()
     # the embedding tables stay float initializers (embeddings=false)
     assert inits["bert_classifier/word_embeddings"].dtype == np.float32
     float_bytes = len(ONNX.lower(tf_bert.graph()))
-    kernel_bytes = sum(floats[f].nbytes for _, f in pairs)
+    kernel_bytes = sum(floats[q.removesuffix("_int8")].nbytes for _, q in pairs)
     shrink = float_bytes - len(quant_bert["u8_tensor"]["onnx"])
     assert shrink >= 0.7 * kernel_bytes  # 3/4 of every kernel's bytes, less the scales
 

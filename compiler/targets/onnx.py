@@ -456,6 +456,11 @@ def _lower_dequantize(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> N
     e.node("DequantizeLinear", ins, outs, **_axis_attrs(op))
 
 
+def _u8(array: np.ndarray) -> np.ndarray:
+    """int8 data shifted into uint8: q + 128 (exact; the zero point shifts alike)."""
+    return (np.asarray(array).astype(np.int16) + 128).astype(np.uint8)
+
+
 def _lower_qmatmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
     """DynamicQuantizeMatMul(a, b, b_scale, b_zero_point): onnxruntime quantizes ``a`` at run
     time to u8, asymmetric, per tensor (DynamicQuantizeLinear's rule), which is exactly the
@@ -464,11 +469,127 @@ def _lower_qmatmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None
     the IR says (one scale per tensor instead of per row), a documented difference."""
     if (op.attrs["act_dtype"], op.attrs["act_symmetric"], op.attrs["act_per_row"]) != ("u8", False, False):
         logger.debug("qmatmul at %s: onnxruntime quantizes the activation u8 per tensor", op.loc)
+    a, b, scale, zero_point = op.operands
+    if b.dtype == "i8" and b.is_const() and zero_point.is_const():
+        # u8 activation x s8 kernel saturates on AVX2 CPUs without VNNI (vpmaddubsw adds pairs
+        # of products into int16): off by 0.33 of an op's range on BERT-like data, measured.
+        # The kernel shifted by 128 with its zero point is the same integer product, u8 x u8,
+        # which onnxruntime computes exactly on every x86 CPU (see _static_int8_matmul below).
+        ins = [ins[0], e.const(_u8(b.const_value()), f"{b.producer.attrs['name']}_u8"), ins[2],
+               e.const(_u8(zero_point.const_value()), "zero_point_u8")]
     e.node("DynamicQuantizeMatMul", ins, outs, domain=MS_DOMAIN)
 
 
 _LOWERINGS.update({"quantize": _lower_quantize, "dequantize": _lower_dequantize,
                    "qmatmul": _lower_qmatmul})
+
+
+# quant_full's static form, matmul(dequantize(xq, sx, zx), dequantize(Wq, sw, zw){axis=1})
+# [+ add(., b)], is lowered as one com.microsoft MatMulIntegerToFloat(xq, Wq, sx, sw, zx, zw[, b]):
+# an integer product accumulated in int32, rescaled by sx*sw, plus the bias; the two
+# dequantizes (when every reader is such a matmul) and the bias add are not emitted.
+# Measured (benchmarks/quant_full.py: 2 BERT-base-wide layers, seq 128, 1 thread, onnxruntime
+# 1.32 on an AVX2 CPU without VNNI; times as fractions of fp32's, over 4 noisy runs):
+# * left as QDQ, onnxruntime fuses only matmuls whose DequantizeLinear has one reader
+#   (Q, K and V share one: 4 of 12 encoder matmuls stay float) and never the bias: 0.82-0.99;
+# * MatMulIntegerToFloat with s8 x s8 operands is exact but 3x *slower* than fp32;
+#   u8 x s8 is the fast path (0.59-0.63, like quant_int8's DynamicQuantizeMatMul at
+#   0.55-0.61) but inexact: AVX2's vpmaddubsw sums pairs of u8*s8 products into int16
+#   and saturates (one 768x3072 product was off by 1e5 on full-range data; whole model
+#   1.2-1.5% of the logits' range vs the IR); u8 x u8 is exact and 0.64-0.73.
+# So both integer operands are emitted as u8, shifted by 128 with their zero points:
+# saturate(round(x/s) + z + 128) to [0, 255] is saturate(round(x/s) + z) to [-128, 127]
+# plus 128 exactly, and (q + 128) - (z + 128) = q - z, so the products are the IR's
+# (each op within 7e-7 of its range of the reference interpreter, f32 rescale order).
+def _static_int8_matmul(op: Op) -> bool:
+    """matmul of a per-tensor dequantized activation and a dequantized int8 constant kernel."""
+    if op.kind != "matmul":
+        return False
+    x, w = (v.producer for v in op.operands)
+    if x is None or w is None or x.kind != "dequantize" or w.kind != "dequantize":
+        return False
+    wq, wz = w.operands[0], w.operands[2]
+    return (x.attrs["axis"] is None and x.operands[0].dtype in ("i8", "u8") and wq.is_const()
+            and wz.is_const() and wq.dtype == "i8" and wq.type.rank == 2
+            and w.attrs["axis"] in (None, 1, -1) and op.operands[0].type.rank >= 2)
+
+
+def _folded_bias(matmul: Op) -> Op | None:
+    """The ``add(y, b)`` (b a 1-D f32 constant, y used once) folded into MatMulIntegerToFloat."""
+    y = matmul.result
+    if len(y.uses) != 1 or any(v is y for v in matmul.graph.outputs.values()):
+        return None
+    add, i = y.uses[0]
+    b = add.operands[1 - i]
+    if add.kind != "add" or not (b.is_const() and b.dtype == "f32" and b.type.rank == 1):
+        return None
+    return add if add.result.shape == y.shape else None
+
+
+def _folded_dequantize(op: Op) -> bool:
+    """A dequantize that every reader takes as integers (MatMulIntegerToFloat): not emitted."""
+    v = op.result
+    return (op.kind == "dequantize" and bool(v.uses) and all(_static_int8_matmul(u) for u in v.users)
+            and all(o is not v for o in op.graph.outputs.values()))
+
+
+def _u8_activation(op: Op | None) -> bool:
+    """An i8 per-tensor quantize read only by folded dequantizes: emitted as u8 (zero point + 128)."""
+    if op is None or op.kind != "quantize" or op.attrs["axis"] is not None:
+        return False
+    z = op.operands[2]
+    return (z.is_const() and z.dtype == "i8" and bool(op.result.uses)
+            and all(_folded_dequantize(u) for u in op.result.users)
+            and all(o is not op.result for o in op.graph.outputs.values()))
+
+
+def _lower_matmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    if not _static_int8_matmul(op):
+        e.node("MatMul", ins, outs)
+        return
+    xdq, wdq = op.operands[0].producer, op.operands[1].producer
+    xq, sx, zx = (e.name_of(v) for v in xdq.operands)
+    wq, sw, zw = (e.name_of(v) for v in wdq.operands)
+    a_u8 = xdq.operands[0].dtype == "u8"
+    if not a_u8 and _u8_activation(xdq.operands[0].producer):  # else s8 x s8: exact, slower
+        zx = e.const(_u8(xdq.operands[2].const_value()), "zero_point_u8")
+        a_u8 = True
+    if a_u8:  # u8 x u8, never u8 x s8 (saturates)
+        w = wdq.operands[0]
+        wq = e.const(_u8(w.const_value()), f"{w.producer.attrs['name']}_u8")
+        zw = e.const(_u8(wdq.operands[2].const_value()), "zero_point_u8")
+    add = _folded_bias(op)
+    if add is None:
+        e.node("MatMulIntegerToFloat", [xq, wq, sx, sw, zx, zw], outs, domain=MS_DOMAIN)
+        return
+    b = add.operands[1] if add.operands[0] is op.result else add.operands[0]
+    e.node("MatMulIntegerToFloat", [xq, wq, sx, sw, zx, zw, e.name_of(b)], [e.name_of(add.result)],
+           domain=MS_DOMAIN)
+
+
+def _lower_dequantize_unless_folded(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    if _folded_dequantize(op):
+        return  # every reader is a MatMulIntegerToFloat that takes the integers directly
+    _lower_dequantize(e, op, ins, outs)
+
+
+def _lower_quantize_u8_if_folded(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    if not _u8_activation(op):
+        _lower_quantize(e, op, ins, outs)
+        return
+    e.node("QuantizeLinear", [ins[0], ins[1], e.const(_u8(op.operands[2].const_value()), "zero_point_u8")], outs)
+
+
+def _lower_add(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    for v in op.operands:
+        p = v.producer
+        if p is not None and _static_int8_matmul(p) and _folded_bias(p) is op:
+            return  # emitted by _lower_matmul as MatMulIntegerToFloat's bias
+    e.node("Add", ins, outs)
+
+
+_LOWERINGS.update({"matmul": _lower_matmul, "dequantize": _lower_dequantize_unless_folded, "add": _lower_add,
+                   "quantize": _lower_quantize_u8_if_folded})
 # The IR verifier already limits these to f32 <-> i8/u8, all of which onnxruntime's
 # CPU kernels run (DynamicQuantizeMatMul takes an i8 or u8 kernel).
 CAPABILITIES.update({"quantize": None, "dequantize": None, "qmatmul": None})
@@ -535,10 +656,12 @@ def _is_live(op: Op, graph: Graph) -> bool:
     return bool(v.uses) or any(o is v for o in graph.outputs.values())
 
 
-def lower(graph: Graph, contrib: bool = True) -> onnx.ModelProto:
+def lower(graph: Graph, contrib: bool = True, names: dict[int, str] | None = None) -> onnx.ModelProto:
     """Lower a legal graph to an ONNX model (opset 20) in one protobuf.
 
     ``contrib=False``: fused ops (skip_layer_norm, bias_gelu) in standard ONNX only.
+    ``names``, when given, is filled with id(IR value) -> its ONNX tensor name (a value
+    whose op was folded into another node's has a name that no node produces).
     """
     TARGET.check_legal(graph)  # every offending op named at once
     e = _Emitter(graph)
@@ -570,6 +693,8 @@ def lower(graph: Graph, contrib: bool = True) -> onnx.ModelProto:
         if e.name_of(v) != name:
             e.node("Identity", [e.name_of(v)], [name])
         outputs.append(value_info(name, v.type))
+    read = {name for node in e.nodes for name in node.input}  # a folded lowering (quant_full's
+    e.initializers = [t for t in e.initializers if t.name in read]  # int8 matmuls) leaves some unread
     onnx_graph = helper.make_graph(e.nodes, graph.name, [value_info(v.name, v.type) for v in graph.inputs],
                                    outputs, initializer=e.initializers)
     opsets = [helper.make_opsetid("", OPSET)]
@@ -578,6 +703,8 @@ def lower(graph: Graph, contrib: bool = True) -> onnx.ModelProto:
     model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="bertc",
                               producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets, ignore_unknown=True))
+    if names is not None:
+        names.update(e._names)
     logger.debug("lowered %s: %d nodes, %d initializers", graph.name, len(e.nodes),
                  len(e.initializers))
     return model
