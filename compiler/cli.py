@@ -38,7 +38,8 @@ def _add_calib_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", metavar="FILE",
                    help="calibration data: .csv/.tsv/.jsonl text (with --vocab) or .npz of token ids")
     p.add_argument("--vocab", metavar="FILE", help="vocab.txt or tokenizer.json to tokenize --calib text")
-    p.add_argument("--calib-samples", type=int, default=256, help="sentences to use (default 256)")
+    p.add_argument("--calib-samples", type=int, default=256,
+                   help="sentences to use, spread evenly over the file (default 256)")
     p.add_argument("--calib-max-length", type=int, default=128, help="truncate at this many tokens (default 128)")
 
 

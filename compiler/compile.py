@@ -103,6 +103,18 @@ def verify_artifacts(artifacts: dict[str, Path], expected, fidelity) -> dict[str
     return parity
 
 
+def _static_int8_lowering():
+    from .runtime.fidelity import Fidelity
+
+    # Each integer op of a static-int8 graph computes the IR's integers on both runtimes, but a
+    # 1-ulp float difference elsewhere (layer norm, GELU, softmax kernels) can move an activation
+    # across a rounding boundary of the next quantize, and that one step propagates through the
+    # later layers.  Measured: 0.5-1.1% of the logits' range on 2-6 layer models, row cosine
+    # >= 0.999 (tests/test_quant_full.py, the Sara MiniLM); the bound leaves 5x headroom.
+    return Fidelity(max_rel_error=0.05, min_cosine=0.99,
+                    reason="static int8 artifact vs its IR: a float ulp can flip one quantization step")
+
+
 def _lowering_fidelity(graph: Graph, tolerance: float):
     """Artifacts against the final IR: exact, except where the runtime itself quantizes at run time
     (qmatmul's dynamic activation scheme differs per runtime), which declares its own bound."""
@@ -112,6 +124,8 @@ def _lowering_fidelity(graph: Graph, tolerance: float):
         from .pass_manager import all_passes
 
         return pipeline_fidelity([all_passes()["quant_int8"]()], tolerance)
+    if any(op.kind == "quantize" and not op.operands[0].is_const() for op in graph.ops):
+        return _static_int8_lowering()
     return Fidelity.exact(tolerance)
 
 
@@ -193,7 +207,9 @@ def compile_command(args: argparse.Namespace) -> int:
         from .runtime.verify import record
 
         t0 = time.perf_counter()
-        expected = record(TFSession(frozen) if frozen is not None else ReferenceSession(graph), graph, verify_data)
+        verify_feeds = _calibration_verify_feeds(args, ctx, graph, user_passes)
+        expected = record(TFSession(frozen) if frozen is not None else ReferenceSession(graph), graph, verify_data,
+                          verify_feeds)
         timings["reference"] = round(time.perf_counter() - t0, 3)
         frozen = None
         import gc
@@ -223,6 +239,22 @@ def compile_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibration_verify_feeds(args, ctx, graph, user_passes) -> list | None:
+    """Calibration batches to verify on, for a pipeline that changes numbers on purpose when
+    --calib is given and --verify-data is not (see runtime.verify.calibration_feeds); else None:
+    exact pipelines are held to the default random cases, which any input must pass."""
+    from .frontend.tf import CANONICALIZE
+    from .pass_manager import parse_pipeline
+    from .runtime.fidelity import Fidelity, pipeline_fidelity
+    from .runtime.verify import calibration_feeds
+
+    if ctx.calib is None or args.verify_data:
+        return None
+    if pipeline_fidelity(parse_pipeline(CANONICALIZE) + user_passes, args.tolerance) == Fidelity.exact(args.tolerance):
+        return None
+    return calibration_feeds(ctx.calib, graph)
+
+
 def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_imported, params_before,
                          timings, t_start, ctx) -> dict:
     t0 = time.perf_counter()
@@ -247,7 +279,7 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
             from .runtime.session import ReferenceSession
             from .runtime.verify import record
 
-            ir_expected = record(ReferenceSession(graph), graph, Path(args.verify_data) if args.verify_data else None)
+            ir_expected = record(ReferenceSession(graph), graph, feeds_list=[f for f, _ in expected.runs])
             lowering_parity = verify_artifacts(artifacts, ir_expected, _lowering_fidelity(graph, args.tolerance))
     verify_s = time.perf_counter() - t0
 
@@ -266,6 +298,7 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
         "calibration": ctx.calib.source if ctx.calib is not None else None,
         "pass_reports": json.loads(json.dumps(ctx.report, default=str)),
         "verification": parity if not args.no_verify else "skipped (--no-verify)",
+        "verification_data": expected.data if expected is not None else None,
         "verification_against_final_ir": lowering_parity or None,
         "seconds": {**timings, "passes": round(sum(r.seconds for r in pm.records), 3),
                     "lower": round(lower_s, 3), "verify": round(verify_s, 3),
@@ -280,7 +313,7 @@ def _print_summary(report: dict, out: Path) -> None:
     if isinstance(report["verification"], dict):
         for kind, p in report["verification"].items():
             errs = ", ".join(f"{k}: max|err| {v['max_abs_error']:.2e}" for k, v in p["outputs"].items())
-            lines.append(f"  parity {kind}: {errs} on {len(p['cases'])} input sets")
+            lines.append(f"  parity {kind}: {errs} on {len(p['cases'])} input sets ({report['verification_data']})")
     else:
         lines.append("  parity: not checked (--no-verify)")
     lines.append(f"  {report['seconds']['total']:.1f} s; report.json has the details")

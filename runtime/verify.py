@@ -71,20 +71,28 @@ class Expected:
 
     cases: list[tuple[int, int]]
     runs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]  # (feeds, outputs)
+    data: str = "random token ids"  # what the feeds are, for the report
 
 
-def record(reference, graph, verify_data: Path | None = None) -> Expected:
-    """Run the reference (TF, or the IR) on the default cases or on --verify-data."""
+def record(reference, graph, verify_data: Path | None = None,
+           feeds_list: list[dict[str, np.ndarray]] | None = None) -> Expected:
+    """Run the reference (TF, or the IR) on the default cases, on --verify-data, or on
+    ``feeds_list`` (batches of the calibration data, see ``calibration_feeds``)."""
     from .inputs import vocab_size
 
-    if verify_data is not None:
+    data = "random token ids"
+    if feeds_list is not None:
+        cases = [tuple(next(iter(f.values())).shape) for f in feeds_list]
+        data = "calibration sentences"
+    elif verify_data is not None:
+        data = f"--verify-data {verify_data.name}"
         feeds_list = load_verify_data(verify_data, reference.input_names)
         cases = [tuple(next(iter(feeds_list[0].values())).shape)]
     else:
         vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
         cases = list(DEFAULT_CASES)
         feeds_list = [f for _, f in feeds_for(reference, cases, vocab)]
-    return Expected(cases, [(f, reference.run(f)) for f in feeds_list])
+    return Expected(cases, [(f, reference.run(f)) for f in feeds_list], data)
 
 
 def compare(expected: Expected, artifact, tolerance: float) -> ParityReport:
@@ -108,3 +116,20 @@ def compare(expected: Expected, artifact, tolerance: float) -> ParityReport:
         a = agree.get(name)
         report.outputs[name] = OutputParity(err, float(np.mean(a)) if a else None)
     return report
+
+
+VERIFY_SENTENCES = 32  # calibration sentences that verify a lossy pipeline (two batches of 16)
+
+
+def calibration_feeds(calib, graph, n: int = VERIFY_SENTENCES, batch_size: int = 16) -> list[dict[str, np.ndarray]]:
+    """``n`` sentences spread evenly over the calibration data, as padded batches for ``graph``.
+
+    Passes that change numbers on purpose (static int8 with calibrated ranges above all) are
+    judged on text like the text they were calibrated for: random token ids drive activations
+    outside every calibrated range, so they measure clipping that real inputs never see."""
+    import dataclasses
+
+    data = calib.bind(graph)
+    step = max(1, len(data.sequences) // n)
+    picked = dataclasses.replace(data, sequences=data.sequences[::step][:n])
+    return list(picked.batches(batch_size))
