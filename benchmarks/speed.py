@@ -10,6 +10,8 @@ Variants (batch 1, ``--threads`` intra-op threads each, every one fed the same i
                              (com.microsoft SkipLayerNormalization / BiasGelu)
   bertc_tflite_fp32          bertc compile --target tflite
   bertc_onnx_int8 / bertc_tflite_int8   --passes quant_int8
+  bertc_onnx_full_int8 / bertc_tflite_full_int8   --passes calibrate,quant_full (static int8)
+  tf2onnx_static_int8        onnxruntime.quantization.quantize_static (QDQ, MinMax, per channel)
   tflite_converter_fp32      tf.lite.TFLiteConverter (builtins)
   tflite_converter_int8      the same with optimizations=[DEFAULT] (dynamic range)
 
@@ -49,7 +51,8 @@ import numpy as np  # noqa: E402
 
 BERT_BASE = ["--layers", "12", "--hidden", "768", "--heads", "12", "--ffn", "3072", "--vocab", "30522",
              "--max-positions", "512"]
-ORT_FUSIONS = "fuse_skip_layer_norm,fuse_bias_gelu"  # the "ort_fusions" pipeline (docs/performance.md)
+ORT_FUSIONS = "fuse_skip_layer_norm,fuse_bias_gelu"
+QUANT_FULL = "calibrate,quant_full"  # static int8; no --calib here: ranges from random token ids  # the "ort_fusions" pipeline (docs/performance.md)
 CONVERT_TIMEOUT = 600
 
 _TFLITE_CONVERT = """
@@ -59,6 +62,23 @@ if sys.argv[3] == "int8":
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
 data = conv.convert()
 open(sys.argv[2], "wb").write(data)
+"""
+
+# onnxruntime's static QDQ int8 (its defaults: MinMax, QDQ format, u8 activations, s8 weights), calibrated on
+# 8 random batches like bertc's calibrate without --calib
+_QUANTIZE_STATIC = """
+import sys, numpy as np, onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
+names = [i.name for i in ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"]).get_inputs()]
+rng = np.random.default_rng(0)
+class Reader(CalibrationDataReader):
+    def __init__(self):
+        self.batches = iter([{n: (rng.integers(1, int(sys.argv[3]), (4, 64)) if "ids" in n and "type" not in n
+                                  else np.ones((4, 64)) if "mask" in n else np.zeros((4, 64))).astype(np.int32)
+                              for n in names} for _ in range(8)])
+    def get_next(self):
+        return next(self.batches, None)
+quantize_static(sys.argv[1], sys.argv[2], Reader(), weight_type=QuantType.QInt8, per_channel=True)
 """
 
 _QUANTIZE_DYNAMIC = """
@@ -120,6 +140,7 @@ def build(cache: Path, sizes: list[str]) -> dict[str, dict]:
         "bertc_onnx_fp32_fused": (cache / "bertc_fused" / "model.onnx",
                                   _bertc(model, cache / "bertc_fused", "onnx", ORT_FUSIONS)),
         "bertc_int8": (cache / "bertc_int8" / "model.onnx", _bertc(model, cache / "bertc_int8", "all", "quant_int8")),
+        "bertc_full": (cache / "bertc_full" / "model.onnx", _bertc(model, cache / "bertc_full", "all", QUANT_FULL)),
         "tflite_converter_fp32": (cache / "tflite_conv_fp32.tflite",
                                   lambda: _child([py, "-c", _TFLITE_CONVERT, str(model),
                                                   str(cache / "tflite_conv_fp32.tflite"), "fp32"],
@@ -154,6 +175,14 @@ def build(cache: Path, sizes: list[str]) -> dict[str, dict]:
         status["tf2onnx_int8"] = {"build_s": round(time.perf_counter() - t0, 1), **({"error": err} if err else {})}
     elif "error" in status["tf2onnx_fp32"]:
         status["tf2onnx_int8"] = {"error": "no tf2onnx model to quantize"}
+    qs = cache / "tf2onnx_static_int8.onnx"
+    if "error" not in status["tf2onnx_fp32"] and not qs.exists() and "error" not in status.get("tf2onnx_static_int8", {}):
+        t0 = time.perf_counter()
+        vocab = "30522" if sizes else "100"  # BERT-base, or the tiny --quick model
+        err = _child([py, "-c", _QUANTIZE_STATIC, str(cache / "tf2onnx.onnx"), str(qs), vocab], qs)
+        status["tf2onnx_static_int8"] = {"build_s": round(time.perf_counter() - t0, 1), **({"error": err} if err else {})}
+    elif "error" in status["tf2onnx_fp32"]:
+        status["tf2onnx_static_int8"] = {"error": "no tf2onnx model to quantize"}
     status_file.write_text(json.dumps(status, indent=2))
     return status
 
@@ -170,6 +199,9 @@ def variants(cache: Path) -> dict[str, tuple[str, Path, dict]]:
         "bertc_tflite_fp32": ("tflite", fp32 / "model.tflite", {}),
         "bertc_onnx_int8": ("onnx", int8 / "model.onnx", {}),
         "bertc_tflite_int8": ("tflite", int8 / "model.tflite", {}),
+        "bertc_onnx_full_int8": ("onnx", cache / "bertc_full" / "model.onnx", {}),
+        "bertc_tflite_full_int8": ("tflite", cache / "bertc_full" / "model.tflite", {}),
+        "tf2onnx_static_int8": ("onnx", cache / "tf2onnx_static_int8.onnx", {}),
         "tflite_converter_fp32": ("tflite", cache / "tflite_conv_fp32.tflite", {}),
         "tflite_converter_int8": ("tflite", cache / "tflite_conv_int8.tflite", {}),
     }
@@ -273,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     sessions, results = {}, {}
     for name, (backend, path, extra) in table.items():
         src = {"bertc_onnx_fp32": "bertc_fp32", "bertc_tflite_fp32": "bertc_fp32", "bertc_onnx_int8": "bertc_int8",
-               "bertc_tflite_int8": "bertc_int8"}.get(name, name)
+               "bertc_tflite_int8": "bertc_int8", "bertc_onnx_full_int8": "bertc_full",
+               "bertc_tflite_full_int8": "bertc_full"}.get(name, name)
         built = status.get(src, {})
         results[name] = {"file_mb": round(path.stat().st_size / 2**20, 1) if path.is_file() else None,
                          "build_s": built.get("build_s")}
