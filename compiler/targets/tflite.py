@@ -179,27 +179,6 @@ def _norm_sequence(ctx: Lowering, op: Op, xt: int, x: Value, ax: int, scale: int
     ctx.emit(B.ADD, [scaled, bias], [ctx.result(op.result)], options("AddOptionsT"))
 
 
-# Fused ops (issue 7: onnxruntime contrib kernels) are decomposed again: one IR, both targets.
-@lowers("skip_layer_norm")
-def _skip_layer_norm(ctx: Lowering, op: Op) -> None:
-    """ADD(x, skip) [ADD bias], then the layer-norm sequence over the last axis."""
-    x, skip, gamma, beta = op.operands[:4]
-    dt, dims = x.dtype, x.shape
-    s = ctx.binary(B.ADD, ctx.tensor(x), ctx.tensor(skip), "sum", dt, dims, options("AddOptionsT"))
-    if len(op.operands) > 4:
-        s = ctx.binary(B.ADD, s, ctx.tensor(op.operands[4]), "sum_bias", dt, dims, options("AddOptionsT"))
-    _norm_sequence(ctx, op, s, x, x.type.rank - 1, ctx.tensor(gamma), ctx.tensor(beta))
-
-
-@lowers("bias_gelu")
-def _bias_gelu(ctx: Lowering, op: Op) -> None:
-    """ADD(x, bias), then the GELU builtin."""
-    x, bias = op.operands
-    s = ctx.binary(B.ADD, ctx.tensor(x), ctx.tensor(bias), "sum", x.dtype, x.shape, options("AddOptionsT"))
-    ctx.emit(B.GELU, [s], [ctx.result(op.result)],
-             options("GeluOptionsT", approximate=op.attrs["approximate"] == "tanh"))
-
-
 _REDUCERS = {"reduce_mean": B.MEAN, "reduce_sum": B.SUM, "reduce_max": B.REDUCE_MAX,
              "reduce_min": B.REDUCE_MIN, "reduce_prod": B.REDUCE_PROD}
 
@@ -606,15 +585,14 @@ CAPABILITIES: dict[str, Check | None] = {
     "one_hot": _tensor_limits,
     "scatter_nd": _check_scatter_nd,
     "shape": _check_shape,
-    "skip_layer_norm": _dtypes(F32),
-    "bias_gelu": _dtypes(F32),
 }
 # erf (no builtin; gelu is), einsum, cumprod, scatter_nd_update and scatter_nd_add are
 # left out on purpose: legalization passes rewrite them before this target.
 
-# Quantized ops (quantize, dequantize, qmatmul, quant_full's int8 FULLY_CONNECTED) live in
-# tflite_quant.py; importing it registers their lowerings and capabilities here.
-from . import tflite_quant  # noqa: E402,F401
+# Fused ops (tflite_fused.py) and quantized ops (tflite_quant.py: quantize, dequantize,
+# qmatmul, quant_full's int8 FULLY_CONNECTED) live beside; importing them registers their
+# lowerings and capabilities here.
+from . import tflite_fused, tflite_quant  # noqa: E402,F401
 
 assert set(CAPABILITIES) - {"const"} <= set(_LOWERINGS), "every capability needs a lowering"
 

@@ -25,7 +25,20 @@ step of sy of the IR's.  A dense layer whose result is not re-quantized
 (quant_full's outputs= leaves the residual-branch projections float) has no
 int8 FULLY_CONNECTED with a float output, so it runs op by op: DEQUANTIZE of
 the input and of the (constant, once at load) kernel, then a float
-FULLY_CONNECTED.  Exact, and as slow as fp32 for those layers.
+BATCH_MATMUL (its kernel is no constant).  Exact, and fp32's speed under XNNPACK,
+LiteRT's default.  (Measured on one FFN-down-sized layer, 2 threads: DEQUANTIZE +
+FULLY_CONNECTED instead is 1.2x slower under XNNPACK; without XNNPACK the builtin
+BATCH_MATMUL with a non-constant kernel takes 14x fp32's time, which is why
+quant_full's default form runs 5-6x fp32's time on builtin kernels alone in
+benchmarks/tflite_int8.py.)  The same op-by-op
+lowering serves every matmul the form does not fit (a kernel holding -128, an
+input of rank > 4, a bias beyond int32 …); ``match_int8_dense`` says why, and the
+lowering logs it at debug level.
+
+A dequantize whose readers are all int8 FULLY_CONNECTEDs is not emitted either:
+they read its int8 tensor.  So Q, K and V share one QUANTIZE, and an int8 result
+that the next int8 layer reads (through a dequantize with the same parameters)
+passes between them without a DEQUANTIZE + QUANTIZE pair.
 """
 
 from __future__ import annotations
@@ -36,14 +49,11 @@ import numpy as np
 
 from ..ir.graph import Op, Value
 from ..ir.types import normalize_axis
-from .tflite import _LOWERINGS, CAPABILITIES, LITE_DTYPES, MAX_RANK, Check, lowers
+from .tflite import _LOWERINGS, CAPABILITIES, LITE_DTYPES, MAX_RANK, Check, Lower, lowers
 from .tflite_builder import BuiltinOperator as B
 from .tflite_builder import Lowering, options, quantization, quantized_weight, set_quantization
 
 log = logging.getLogger(__name__)
-
-# A TFLite tensor carries its own quantization parameters, so the IR's scale and
-# zero point operands (constants) become parameters of the int8 tensor they describe.
 
 QUANT_DTYPES = frozenset({"i8", "u8"})
 
@@ -156,40 +166,82 @@ CAPABILITIES.update({
 
 
 # --------------------------------------------------------------------------- static int8 dense layers
-def _const_i8_params(q: Op | None, axis) -> bool:
-    """``q`` is a quantize/dequantize with constant parameters, int8, per tensor (axis None) or
-    along ``axis``."""
-    return (q is not None and q.kind in ("quantize", "dequantize") and q.operands[1].is_const()
-            and q.operands[2].is_const() and q.operands[2].dtype == "i8"
-            and (q.attrs["axis"] == axis if axis is None else q.attrs["axis"] in axis))
+INT8_DENSE_MAX_RANK = 4  # FULLY_CONNECTED's int8 kernels (keep_num_dims), as tested here
 
 
-def int8_dense(op: Op) -> tuple[Op | None, Op] | None:
+def _int8_params(q: Op | None, role: str, per_axis: bool = False) -> str | None:
+    """Why ``q`` is not a quantize/dequantize with constant int8 parameters, per tensor (or per
+    axis 1 of a 2-D kernel); None when it is."""
+    if q is None or q.kind not in ("quantize", "dequantize"):
+        return f"{role} is not a quantize/dequantize"
+    if not (q.operands[1].is_const() and q.operands[2].is_const()):
+        return f"{role} has run-time quantization parameters"
+    if q.operands[2].dtype != "i8":
+        return f"{role} is {q.operands[2].dtype}, not int8"
+    axis = q.attrs["axis"]
+    if per_axis and axis not in (1, -1):
+        return f"{role} is not per output channel (axis={axis})"
+    if not per_axis and axis is not None:
+        return f"{role} is not per tensor (axis={axis})"
+    return None
+
+
+def match_int8_dense(op: Op) -> tuple[Op | None, Op] | str:
     """For a matmul in quant_full's form with a re-quantized result: (bias add or None, the output
-    quantize); else None."""
+    quantize); else why not (a sentence), so the caller can say why it fell back."""
     if op.kind != "matmul":
-        return None
+        return f"{op.kind}, not matmul"
     xd, wd = (v.producer for v in op.operands)
-    if not (_const_i8_params(xd, None) and xd.kind == "dequantize" and xd.operands[0].dtype == "i8"):
-        return None
-    if not (_const_i8_params(wd, (1, -1)) and wd.kind == "dequantize" and wd.operands[0].is_const()
-            and wd.operands[0].type.rank == 2 and not np.any(wd.operands[2].const_value())):
-        return None
-    if op.operands[0].type.rank > 4 or any(v is op.result for v in op.graph.outputs.values()):
-        return None
+    why = _int8_params(xd, "the input") or _int8_params(wd, "the kernel", per_axis=True)
+    if why:
+        return why
+    if xd.kind != "dequantize" or xd.operands[0].dtype != "i8":
+        return "the input is not a dequantized int8 tensor"
+    wq = wd.operands[0]
+    if wd.kind != "dequantize" or not wq.is_const() or wq.type.rank != 2:
+        return "the kernel is not a dequantized 2-D int8 constant"
+    if np.any(wd.operands[2].const_value()):
+        return "the kernel's zero points are not 0 (TFLite's int8 kernels are symmetric)"
+    if np.any(wq.const_value() == -128):
+        return "the kernel holds -128 (TFLite's int8 kernels take [-127, 127])"
+    if op.operands[0].type.rank > INT8_DENSE_MAX_RANK:
+        return f"rank-{op.operands[0].type.rank} input (int8 FULLY_CONNECTED: rank <= {INT8_DENSE_MAX_RANK})"
+    outputs = [id(v) for v in op.graph.outputs.values()]
+    if id(op.result) in outputs:
+        return "its result is a graph output"
     out, add = op.result, None
     if len(out.uses) == 1 and out.users[0].kind == "add":
         cand = out.users[0]
         b = cand.operands[1] if cand.operands[0] is out else cand.operands[0]
         if (b.is_const() and b.dtype == "f32" and b.type.rank == 1 and cand.result.shape == out.shape
-                and not any(v is cand.result for v in op.graph.outputs.values())):
+                and id(cand.result) not in outputs):
             add, out = cand, cand.result
-    if len(out.uses) != 1:
-        return None
+            if not np.all(np.abs(_bias_int32(op, add)[1]) <= 2**31 - 1):
+                return "the bias does not fit int32 at scale sx * sw"
+    if len(out.uses) != 1 or out.users[0].kind != "quantize":
+        return ("its result is not re-quantized (quant_full's outputs=): an int8 FULLY_CONNECTED has no "
+                "float output")
     yq = out.users[0]
-    if not (_const_i8_params(yq, None) and yq.kind == "quantize"):
-        return None
-    return add, yq
+    return _int8_params(yq, "the output quantize") or (add, yq)
+
+
+def int8_dense(op: Op) -> tuple[Op | None, Op] | None:
+    """(bias add or None, output quantize) when ``op`` lowers to one int8 FULLY_CONNECTED, else None."""
+    found = match_int8_dense(op)
+    return None if isinstance(found, str) else found
+
+
+def _bias_int32(op: Op, add: Op | None) -> tuple[np.ndarray, np.ndarray]:
+    """The int32 bias's scale sx * sw (f32, per output channel) and round(b / (sx * sw)) (f64:
+    range-checked before the cast)."""
+    xd, wd = (v.producer for v in op.operands)
+    sx = np.float32(xd.operands[1].const_value())
+    scale = (sx * np.asarray(wd.operands[1].const_value(), np.float32)).astype(np.float32)
+    b = np.zeros(scale.shape, np.float32)
+    if add is not None:
+        b = np.asarray((add.operands[1] if add.operands[0] is op.result else add.operands[0]).const_value(),
+                       np.float32)
+    return scale, np.rint(b / scale).astype(np.float64)
 
 
 def _dense_source(v: Value) -> Op | None:
@@ -201,7 +253,9 @@ def _dense_source(v: Value) -> Op | None:
 
 
 def _folded(op: Op) -> bool:
-    """An op that an int8 FULLY_CONNECTED (``_int8_dense``) stands for: not emitted."""
+    """An op that an int8 FULLY_CONNECTED (``_int8_dense``) stands for: not emitted.  A dequantize
+    whose readers are all int8 FULLY_CONNECTEDs is one: they read the int8 tensor itself (one
+    QUANTIZE for Q, K and V; no DEQUANTIZE + QUANTIZE between two int8 layers)."""
     if op.kind == "dequantize":
         users = op.result.users
         return (bool(users) and all(int8_dense(u) is not None for u in users)
@@ -213,41 +267,46 @@ def _folded(op: Op) -> bool:
     return False
 
 
-def _int8_dense(ctx: Lowering, op: Op) -> None:
+def _int8_dense(ctx: Lowering, op: Op, add: Op | None, yq: Op) -> None:
     """One int8 FULLY_CONNECTED for matmul [+ bias] + output quantize (see the module docstring)."""
-    add, yq = int8_dense(op)
     xd, wd = (v.producer for v in op.operands)
-    xq = xd.operands[0]
-    x = ctx.tensor(xq)
+    x = ctx.tensor(xd.operands[0])
     set_quantization(ctx, x, quantization(xd.operands[1].const_value(), xd.operands[2].const_value()))
     w = quantized_weight(ctx, wd.operands[0], wd.operands[1], wd.operands[2], 1)
-    sx = np.float32(xd.operands[1].const_value())
-    sw = np.asarray(wd.operands[1].const_value(), np.float32)
-    bias_scale = (sx * sw).astype(np.float32)
-    b = np.zeros(sw.shape, np.float32)
-    if add is not None:
-        bv = add.operands[1] if add.operands[0] is op.result else add.operands[0]
-        b = np.asarray(bv.const_value(), np.float32)
-    bias = np.clip(np.rint(b / bias_scale), -2**31, 2**31 - 1).astype(np.int32)
-    bias_idx = ctx._track(ctx.mb.const(f"{ctx.names.name(op.result)}/bias_int32", bias, "i32"), "i32")
-    set_quantization(ctx, bias_idx, quantization(bias_scale, np.zeros(sw.shape, np.int64), 0))
+    bias_scale, bias = _bias_int32(op, add)
+    bias_idx = ctx._track(ctx.mb.const(f"{ctx.names.name(op.result)}/bias_int32", bias.astype(np.int32), "i32"),
+                          "i32")
+    set_quantization(ctx, bias_idx, quantization(bias_scale, np.zeros(bias_scale.shape, np.int64), 0))
     out = ctx.result(yq.result)
     set_quantization(ctx, out, quantization(yq.operands[1].const_value(), yq.operands[2].const_value()))
     ctx.emit(B.FULLY_CONNECTED, [x, w, bias_idx], [out], options("FullyConnectedOptionsT", keepNumDims=True))
 
 
-def _with_int8_dense(kind: str):
-    """Wrap ``_LOWERINGS[kind]``: int8 dense layers are emitted whole, and the ops they fold skipped."""
-    base = _LOWERINGS[kind]
-
+def _lower_matmul(base: Lower) -> Lower:
+    """matmul: an int8 FULLY_CONNECTED where quant_full's form matches, else ``base`` (op by op),
+    saying at debug level why a matmul of dequantized operands did not match."""
     def lower(ctx: Lowering, op: Op) -> None:
-        if kind == "matmul" and int8_dense(op) is not None:
-            _int8_dense(ctx, op)
-        elif not _folded(op):
+        found = match_int8_dense(op)
+        if not isinstance(found, str):
+            _int8_dense(ctx, op, *found)
+            return
+        if any(v.producer is not None and v.producer.kind == "dequantize" for v in op.operands):
+            log.debug("matmul %%%s (%s) stays float (DEQUANTIZE + BATCH_MATMUL): %s",
+                      ctx.names.name(op.result), op.loc.primary, found)
+        base(ctx, op)
+    lower.__doc__ = base.__doc__
+    return lower
+
+
+def _skip_folded(base: Lower) -> Lower:
+    """``base``, except for the ops that an int8 FULLY_CONNECTED stands for (``_folded``)."""
+    def lower(ctx: Lowering, op: Op) -> None:
+        if not _folded(op):
             base(ctx, op)
     lower.__doc__ = base.__doc__
     return lower
 
 
-for _kind in ("matmul", "add", "quantize", "dequantize"):
-    _LOWERINGS[_kind] = _with_int8_dense(_kind)
+_LOWERINGS["matmul"] = _lower_matmul(_LOWERINGS["matmul"])
+for _kind in ("add", "quantize", "dequantize"):
+    _LOWERINGS[_kind] = _skip_folded(_LOWERINGS[_kind])
