@@ -392,11 +392,20 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_arguments(p: argparse.ArgumentParser, out: Path) -> None:
+    """The options every Sara benchmark shares (sara_accuracy, sara_quant, sara_pareto)."""
     p.add_argument("--model", type=Path, default=None, help="fine-tuned SavedModel (default: the cached fine-tune)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.csv and test.csv")
-    p.add_argument("--out", type=Path, default=Path("/tmp/bertc-sara-accuracy"))
+    p.add_argument("--out", type=Path, default=out)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--latency-messages", type=int, default=300)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no-verify", action="store_true", help="pass --no-verify to bertc compile")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_arguments(p, Path("/tmp/bertc-sara-accuracy"))
     p.add_argument("--only", default="quant,heads,neurons,combo,latency")
     p.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6")
     p.add_argument("--head-counts", default="12,24,36,48",
@@ -405,10 +414,6 @@ def main(argv=None) -> int:
     p.add_argument("--neuron-criteria", default=",".join(NEURON_CRITERIA))
     p.add_argument("--combo-heads", help="criterion for the combination's heads (default: best at 0.4)")
     p.add_argument("--combo-neurons", help="criterion for the combination's neurons (default: best at 0.2)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--latency-messages", type=int, default=300)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--no-verify", action="store_true", help="pass --no-verify to bertc compile")
     args = p.parse_args(argv)
     if args.model is None:
         args.model = DEFAULT_MODEL

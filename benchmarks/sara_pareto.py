@@ -79,6 +79,8 @@ def compile_artifacts(args, source: Path, name: str, passes: str) -> Path:
            "--labels", str(args.model / "labels.txt"), *calib_flags(args)]
     if passes:
         cmd += ["--passes", passes]
+    if args.no_verify:
+        cmd.append("--no-verify")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{name}: bertc compile failed:\n{proc.stderr[-2000:]}")
@@ -127,14 +129,9 @@ def pareto(points: list[dict]) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=None, help="fine-tuned SavedModel (default: the cached fine-tune)")
-    p.add_argument("--data", type=Path, default=sa.DEFAULT_DATA)
-    p.add_argument("--out", type=Path, default=Path("/tmp/bertc-sara-pareto"))
+    sa.common_arguments(p, Path("/tmp/bertc-sara-pareto"))
     p.add_argument("--prune", default=",".join(RECIPES), help=f"recipes, from: {', '.join(RECIPES)}")
     p.add_argument("--modes", default=",".join(INT8_MODES), help=f"int8 modes, from: {', '.join(INT8_MODES)}")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--latency-messages", type=int, default=300)
-    p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
     if args.model is None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))

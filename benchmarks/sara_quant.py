@@ -109,14 +109,8 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=None, help="fine-tuned SavedModel (default: the cached fine-tune)")
-    p.add_argument("--data", type=Path, default=sa.DEFAULT_DATA, help="folder with train.csv and test.csv")
-    p.add_argument("--out", type=Path, default=Path("/tmp/bertc-sara-quant"))
+    sa.common_arguments(p, Path("/tmp/bertc-sara-quant"))
     p.add_argument("--only", default="quant,full,kmeans,latency")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--latency-messages", type=int, default=300)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--no-verify", action="store_true", help="pass --no-verify to bertc compile")
     args = p.parse_args(argv)
     if args.model is None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
