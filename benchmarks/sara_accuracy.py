@@ -19,7 +19,7 @@ Groups (run in this order; ``--only`` picks some):
   combo    prune_heads{ratio=0.4}+prune_neurons{ratio=0.2} with the criteria that
            scored best at those two ratios in the sweeps, alone and followed by
            quant_int8, for both targets.
-  latency  fp32 and the combo+int8 artifacts again, interleaved (round robin), so
+  latency  fp32 and the combo+int8 artifacts again, in rotated blocks (below), so
            that machine load hits all of them alike.
 
 Scoring once per criterion: the first ratio of a sweep (0.4 for heads, 0.2 for
@@ -33,8 +33,15 @@ choose differently from a ``ratio=`` compile.
 
 Latency per message: ``--latency-messages`` test sentences (evenly spaced over
 the file), each run alone at its own token length (batch 1, no padding),
-``--threads`` intra-op threads; after 20 warm-up runs, every message is timed
-once per round for ``--rounds`` rounds; median and 90th percentile in ms.
+``--threads`` intra-op threads, every session with its runtime's defaults (so
+onnxruntime's idle threads spin, as in a serving process).  After 20 warm-up
+runs, each round runs every artifact through all the messages in a block, the
+artifacts in a rotated order each round (``--rounds`` rounds); median and 90th
+percentile in ms.  Blocks, not message-by-message interleaving: a spinning
+onnxruntime pool keeps both cores busy after its run, so the artifact timed
+right after it would pay for it (the 2026-11-25 Pareto runs, 2-10x slower than
+a quiet machine, were distorted this way).  ``overhead_ms`` is the median
+latency of a one-token message: the per-call cost that no FLOP count shows.
 
 Results are appended to OUT/results.jsonl as each configuration finishes (a
 re-run skips the configurations already there), and OUT/results.json and
@@ -171,7 +178,8 @@ def evaluate(args, artifact: Path) -> dict:
 
 
 def latency(args, artifacts: dict[str, Path]) -> dict[str, dict]:
-    """Median / p90 ms per message, batch 1 at each message's own length, artifacts interleaved."""
+    """Median / p90 ms per message, batch 1 at each message's own length; blocks per artifact,
+    rotated each round; plus ``overhead_ms``, the median of a one-token call."""
     from bertc.runtime.session import open_session
     from bertc.runtime.tokenize import as_feeds
 
@@ -180,19 +188,30 @@ def latency(args, artifacts: dict[str, Path]) -> dict[str, dict]:
     sessions = {k: open_session(p, threads=args.threads) for k, p in artifacts.items()}
     feeds = {k: [as_feeds(encoder.encode([texts[i]], MAX_LENGTH), s.input_names) for i in idx]
              for k, s in sessions.items()}
+    one_token = {k: {n: a[:, :1] for n, a in f[0].items()} for k, f in feeds.items()}
     for k, s in sessions.items():
         for f in feeds[k][:20]:
             s.run(f)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(args.rounds):
-        for j in range(len(idx)):
-            for k, s in sessions.items():
+    names = list(sessions)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    overhead: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(args.rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            s = sessions[k]
+            for f in feeds[k]:
                 t0 = time.perf_counter()
-                s.run(feeds[k][j])
+                s.run(f)
                 times[k].append((time.perf_counter() - t0) * 1e3)
+            s.run(one_token[k])
+            for _ in range(30):
+                t0 = time.perf_counter()
+                s.run(one_token[k])
+                overhead[k].append((time.perf_counter() - t0) * 1e3)
+            s.run(feeds[k][0])  # leave the session sized for real messages
     lengths = [int(f["input_ids"].shape[1]) if "input_ids" in f else int(next(iter(f.values())).shape[1])
                for f in next(iter(feeds.values()))]
     return {k: {"median_ms": round(float(np.median(t)), 3), "p90_ms": round(float(np.percentile(t, 90)), 3),
+                "overhead_ms": round(float(np.median(overhead[k])), 3),
                 "messages": len(idx), "rounds": args.rounds, "mean_tokens": round(float(np.mean(lengths)), 1)}
             for k, t in times.items()}
 
@@ -383,7 +402,7 @@ def markdown(rows: list[dict]) -> str:
 
     lat = by.get("latency_interleaved")
     if lat:
-        out += ["### Latency per message (interleaved, batch 1, real lengths)", "",
+        out += ["### Latency per message (rotated blocks, batch 1, real lengths)", "",
                 "| artifact | median ms | p90 ms | messages × rounds | mean tokens |", "|---|---|---|---|---|"]
         for k, v in lat["latency"].items():
             out.append(f"| {k} | {v['median_ms']} | {v['p90_ms']} | {v['messages']} × {v['rounds']} | "

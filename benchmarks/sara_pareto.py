@@ -8,7 +8,7 @@ pruning pass), then each int8 mode (fp32, quant_int8, calibrate + quant_full)
 is compiled from that IR for both targets.  Every artifact is scored on all
 998 sara/test.csv sentences (``sara_accuracy.evaluate``: macro-F1, like
 ``bertc eval``) and timed per message: batch 1, each message at its own
-length (mean ~8 tokens), all artifacts and peers interleaved round robin
+length (mean ~8 tokens), all artifacts and peers in rotated blocks
 (``sara_accuracy.latency``), so machine load hits them alike.
 
 Peers from the same run: TF (the SavedModel), tf2onnx on onnxruntime (fp32)
@@ -191,10 +191,11 @@ def main(argv=None) -> int:
 
 
 def markdown(points: list[dict], front: list[str], fp32: float | None) -> str:
-    lines = ["| artifact | macro-F1 | Δ points | median ms/msg | p90 | MB | Pareto |", "|---|---|---|---|---|---|---|"]
+    lines = ["| artifact | macro-F1 | Δ points | median ms/msg | p90 | 1-token ms | MB | Pareto |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(points, key=lambda r: r["median_ms"]):
         delta = "" if fp32 is None else f"{100 * (r['macro_f1'] - fp32):+.1f}"
-        lines.append(f"| {r['name']} | {r['macro_f1']:.4f} | {delta} | {r['median_ms']} | {r['p90_ms']} | "
+        lines.append(f"| {r['name']} | {r['macro_f1']:.4f} | {delta} | {r['median_ms']} | {r['p90_ms']} | {r['overhead_ms']} | "
                      f"{r.get('mb', '')} | {'*' if r['name'] in front else ''} |")
     return "\n".join(lines) + "\n"
 
