@@ -180,7 +180,8 @@ def _convert(value: str, typ: Any, pass_name: str, opt: str) -> Any:
 
 # Named pipelines usable inside --passes.
 PRESETS = {
-    "ort_fusions": "fuse_skip_layer_norm,fuse_bias_gelu",  # onnxruntime contrib kernels (exact)
+    # onnxruntime contrib kernels (exact); run after pruning and quantization
+    "ort_fusions": "fuse_skip_layer_norm,fuse_bias_gelu,fuse_attention",
 }
 
 

@@ -312,8 +312,17 @@ def test_onnx_artifact_structure_and_sizes(tf_bert, quant_bert):
     for node in model.graph.node:
         if node.op_type == "DynamicQuantizeMatMul":
             assert node.domain == "com.microsoft"
-            w, scale, zero = (inits[i] for i in node.input[1:])
+            w, scale, zero, bias = (inits[i] for i in node.input[1:])
             assert w.dtype == np.uint8 and scale.shape == zero.shape == (w.shape[1],) and (zero == 128).all()
+            # every projection's bias is the kernel's bias input, not a separate Add
+            assert bias.dtype == np.float32 and bias.shape == (w.shape[1],)
+            bias_name = node.input[4].removeprefix("bertc/")
+            if bias_name in floats:  # small literals are named by value (const[...]) instead
+                np.testing.assert_array_equal(bias, floats[bias_name])
+    qmm_outputs = {o for n in model.graph.node if n.op_type == "DynamicQuantizeMatMul" for o in n.output}
+    bias_adds = [n.name for n in model.graph.node if n.op_type == "Add"
+                 and set(n.input) & qmm_outputs and set(n.input) & set(inits)]
+    assert not bias_adds
     # the embedding tables stay float initializers (embeddings=false)
     assert inits["bert_classifier/word_embeddings"].dtype == np.float32
     float_bytes = len(ONNX.lower(tf_bert.graph()))

@@ -283,6 +283,13 @@ _H = np.linspace(-1, 1, 4).astype(np.float32)
 case("skip_layer_norm_bias", "skip_layer_norm", X, Y, C(_H + 1), C(_H), C(_H * 0.3), epsilon=1e-12, atol=1e-5)
 case("bias_gelu_erf", "bias_gelu", X * 3, C(_H), atol=1e-5)
 case("bias_gelu_tanh", "bias_gelu", X * 3, C(_H), approximate="tanh", atol=1e-5)
+# MultiHeadAttention: BERT's [batch, 1, 1, kv] mask is expanded along the query axis for onnxruntime
+_Q, _K, _V = (RNG.normal(size=(2, 5, 8)).astype(np.float32) for _ in range(3))
+_PAD = np.where(RNG.random((2, 1, 1, 5)) < 0.3, -10000.0, 0.0).astype(np.float32)
+case("attention_bert_mask", "multi_head_attention", _Q, _K, _V, _PAD, num_heads=2, scale=0.5, atol=1e-5)
+case("attention_full_mask", "multi_head_attention", _Q, _K, _V, RNG.normal(size=(2, 2, 5, 5)).astype(np.float32),
+     num_heads=2, scale=0.35, atol=1e-5)
+case("attention_no_mask", "multi_head_attention", _Q, _K, _V, num_heads=4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -400,6 +400,12 @@ CASES.update({
                                  [{"x": _X3, "skip": _S3}], 1e-5),
     "bias_gelu-tanh": Case({"x": ("f32", ("b", "s", 16))}, op_c("bias_gelu", rnd("f32", (16,)), approximate="tanh"),
                            [{"x": _X3}], 1e-5),
+    # spelled out again in core ops (bertc.ir.decompose), at two lengths on one interpreter
+    "multi_head_attention-mask": Case(
+        {n: ("f32", ("b", "s", 16)) for n in "qkv"} | {"m": ("f32", ("b", 1, 1, "s"))},
+        op("multi_head_attention", num_heads=4, scale=0.25),
+        [{"q": _X3, "k": _S3, "v": _X3 * 0.5, "m": np.where(rnd("f32", (2, 1, 1, 5), 0, 1) < 0.3, -1e4, 0.0)},
+         {"q": _X3[:1, :3], "k": _S3[:1, :3], "v": _S3[:1, :3], "m": np.zeros((1, 1, 1, 3), np.float32)}], 1e-5),
 })
 
 

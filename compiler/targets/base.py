@@ -20,6 +20,27 @@ class Unsupported:
     reason: str  # e.g. "einsum has no TFLite builtin", "scatter_nd indices must be i32"
 
 
+def folded_bias(dense: Op) -> Op | None:
+    """The ``add(y, b)`` that a dense kernel computing ``y = dense(...)`` can take as its bias
+    input (ONNX MatMulIntegerToFloat / DynamicQuantizeMatMul, TFLite FULLY_CONNECTED): ``b``
+    a 1-D f32 constant as long as y's last dim, and y used only by that add (not an output)."""
+    y = dense.result
+    if len(y.uses) != 1 or any(v is y for v in dense.graph.outputs.values()):
+        return None
+    add, i = y.uses[0]
+    if add.kind != "add":
+        return None
+    b = add.operands[1 - i]
+    if not (b.is_const() and b.dtype == "f32" and b.type.rank == 1 and b.shape[0] == y.shape[-1]):
+        return None
+    return add if add.result.shape == y.shape else None
+
+
+def bias_operand(add: Op, dense: Op) -> Op:
+    """The bias side of a ``folded_bias`` add."""
+    return add.operands[1] if add.operands[0] is dense.result else add.operands[0]
+
+
 class LoweringError(Exception):
     """A legal-looking op could not be lowered; names the op and its location."""
 

@@ -26,8 +26,9 @@ from .. import __version__
 from ..ir.names import UniqueNames
 from ..ir.printer import INLINE_LIMIT, Namer
 from ..ir.graph import Graph, Op, Value
+from ..ir.decompose import decomposed
 from ..ir.types import DTYPES, FLOAT_DTYPES, INT_DTYPES, UNKNOWN, TensorType, is_static
-from .base import LoweringError, Target
+from .base import LoweringError, Target, bias_operand, folded_bias
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class _Emitter:
         self._node_names: set[str] = set()
         self.op: Op | None = None  # the op being lowered: names and documents its nodes
         self.contrib = True  # emit com.microsoft kernels for the fused ops (else standard ONNX)
+        self.shared: dict[tuple, str] = {}  # tensors computed once for several ops (expanded masks)
 
     # ---------------------------------------------------------------- names
     def unique(self, hint: str) -> str:
@@ -477,6 +479,11 @@ def _lower_qmatmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None
         # which onnxruntime computes exactly on every x86 CPU (see _static_int8_matmul below).
         ins = [ins[0], e.const(_u8(b.const_value()), f"{b.producer.attrs['name']}_u8"), ins[2],
                e.const(_u8(zero_point.const_value()), "zero_point_u8")]
+    add = folded_bias(op)
+    if add is not None:  # the projection's bias, added by the kernel: one node less per layer
+        if len(ins) == 3:
+            ins.append("")  # no zero point: the optional input stays empty
+        ins, outs = ins + [e.name_of(bias_operand(add, op))], [e.name_of(add.result)]
     e.node("DynamicQuantizeMatMul", ins, outs, domain=MS_DOMAIN)
 
 
@@ -514,18 +521,6 @@ def _static_int8_matmul(op: Op) -> bool:
             and w.attrs["axis"] in (None, 1, -1) and op.operands[0].type.rank >= 2)
 
 
-def _folded_bias(matmul: Op) -> Op | None:
-    """The ``add(y, b)`` (b a 1-D f32 constant, y used once) folded into MatMulIntegerToFloat."""
-    y = matmul.result
-    if len(y.uses) != 1 or any(v is y for v in matmul.graph.outputs.values()):
-        return None
-    add, i = y.uses[0]
-    b = add.operands[1 - i]
-    if add.kind != "add" or not (b.is_const() and b.dtype == "f32" and b.type.rank == 1):
-        return None
-    return add if add.result.shape == y.shape else None
-
-
 def _folded_dequantize(op: Op) -> bool:
     """A dequantize that every reader takes as integers (MatMulIntegerToFloat): not emitted."""
     v = op.result
@@ -558,13 +553,12 @@ def _lower_matmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
         w = wdq.operands[0]
         wq = e.const(_u8(w.const_value()), f"{w.producer.attrs['name']}_u8")
         zw = e.const(_u8(wdq.operands[2].const_value()), "zero_point_u8")
-    add = _folded_bias(op)
+    add = folded_bias(op)
     if add is None:
         e.node("MatMulIntegerToFloat", [xq, wq, sx, sw, zx, zw], outs, domain=MS_DOMAIN)
         return
-    b = add.operands[1] if add.operands[0] is op.result else add.operands[0]
-    e.node("MatMulIntegerToFloat", [xq, wq, sx, sw, zx, zw, e.name_of(b)], [e.name_of(add.result)],
-           domain=MS_DOMAIN)
+    e.node("MatMulIntegerToFloat", [xq, wq, sx, sw, zx, zw, e.name_of(bias_operand(add, op))],
+           [e.name_of(add.result)], domain=MS_DOMAIN)
 
 
 def _lower_dequantize_unless_folded(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
@@ -583,8 +577,8 @@ def _lower_quantize_u8_if_folded(e: _Emitter, op: Op, ins: list[str], outs: list
 def _lower_add(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
     for v in op.operands:
         p = v.producer
-        if p is not None and _static_int8_matmul(p) and _folded_bias(p) is op:
-            return  # emitted by _lower_matmul as MatMulIntegerToFloat's bias
+        if p is not None and (_static_int8_matmul(p) or p.kind == "qmatmul") and folded_bias(p) is op:
+            return  # emitted as MatMulIntegerToFloat's / DynamicQuantizeMatMul's bias
     e.node("Add", ins, outs)
 
 
@@ -620,11 +614,35 @@ def _lower_bias_gelu(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> No
     e.node("BiasGelu" if op.attrs["approximate"] == "none" else "FastGelu", ins, outs, domain=MS_DOMAIN)
 
 
-_LOWERINGS.update({"skip_layer_norm": _lower_skip_layer_norm, "bias_gelu": _lower_bias_gelu})
+def _lower_attention(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """MultiHeadAttention(q, k, v, -, -, attention_bias) {num_heads, scale}.  onnxruntime wants
+    the bias as [batch or 1, heads or 1, seq, kv_seq]; BERT's mask is [batch, 1, 1, kv_seq], so it
+    is expanded along the query axis once per mask and shared by every layer."""
+    inputs = ins[:3]
+    if len(ins) > 3:
+        mask = op.operands[3]
+        if mask.shape[2] == op.operands[0].shape[1]:
+            inputs += ["", "", ins[3]]
+        else:
+            cache = e.shared
+            key = ("expanded_mask", ins[3], str(op.operands[0].shape[1]))
+            if key not in cache:
+                seq = e.node("Shape", [ins[0]], start=1, end=2)
+                shape = e.node("Concat", [e.const(np.array([1, 1], np.int64)), seq, e.const(np.array([1], np.int64))],
+                               axis=0)
+                cache[key] = e.node("Expand", [ins[3], shape])
+            inputs += ["", "", cache[key]]
+    e.node("MultiHeadAttention", inputs, outs, domain=MS_DOMAIN, num_heads=int(op.attrs["num_heads"]),
+           scale=float(op.attrs["scale"]))
+
+
+_LOWERINGS.update({"skip_layer_norm": _lower_skip_layer_norm, "bias_gelu": _lower_bias_gelu,
+                   "multi_head_attention": _lower_attention})
 # The contrib kernels are registered for f32 (and f16 on CPU); the verifier already keeps
 # operands of one dtype and shape.
 CAPABILITIES.update({"skip_layer_norm": _dtypes(frozenset({"f32"})),
-                     "bias_gelu": _dtypes(frozenset({"f32"}))})
+                     "bias_gelu": _dtypes(frozenset({"f32"})),
+                     "multi_head_attention": _dtypes(frozenset({"f32"}))})
 
 # cumprod is left out on purpose: opset 20 has no CumProd (legalization rewrites it).
 assert set(CAPABILITIES) <= set(_LOWERINGS), "every capability needs a lowering"
@@ -659,10 +677,13 @@ def _is_live(op: Op, graph: Graph) -> bool:
 def lower(graph: Graph, contrib: bool = True, names: dict[int, str] | None = None) -> onnx.ModelProto:
     """Lower a legal graph to an ONNX model (opset 20) in one protobuf.
 
-    ``contrib=False``: fused ops (skip_layer_norm, bias_gelu) in standard ONNX only.
+    ``contrib=False``: fused ops (skip_layer_norm, bias_gelu, multi_head_attention) in
+    standard ONNX only.
     ``names``, when given, is filled with id(IR value) -> its ONNX tensor name (a value
     whose op was folded into another node's has a name that no node produces).
     """
+    if not contrib:
+        graph = decomposed(graph)  # multi_head_attention spelled out in core ops, on a copy
     TARGET.check_legal(graph)  # every offending op named at once
     e = _Emitter(graph)
     e.contrib = contrib

@@ -25,8 +25,9 @@ import numpy as np
 
 from ..diagnostics import BertcError
 from ..ir.graph import Graph, Op, Value
+from ..ir.decompose import DECOMPOSED, decomposed
 from ..ir.types import is_static, normalize_axis
-from .base import LoweringError, Target
+from .base import LoweringError, Target, bias_operand, folded_bias
 from .tflite_builder import INT32_MAX, INT32_MIN, TENSOR_TYPES, Lowering, cast_options, options
 from .tflite_builder import BuiltinOperator as B
 
@@ -111,13 +112,43 @@ def _identity(ctx: Lowering, op: Op) -> None:
 
 
 # --------------------------------------------------------------------------- linear algebra
+def fully_connected(op: Op) -> bool:
+    """Does ``op`` lower to one f32-output FULLY_CONNECTED (float or hybrid int8 kernel)?"""
+    return op.kind == "qmatmul" or (op.kind == "matmul" and op.operands[1].is_const()
+                                    and op.operands[1].type.rank == 2)
+
+
+def fc_bias(ctx: Lowering, op: Op) -> tuple[int, int]:
+    """(bias tensor or -1, output tensor) of the FULLY_CONNECTED for ``op``: the projection's
+    bias add, when it can be, is the operator's bias input and its result the output
+    (one operator less per dense layer; the add itself is then not emitted)."""
+    add = folded_bias(op)
+    if add is None:
+        return -1, ctx.result(op.result)
+    out = ctx.result(add.result)
+    ctx.bind(op.result, out)  # nothing reads y itself: the add was its one use
+    return ctx.tensor(bias_operand(add, op)), out
+
+
+def _add(ctx: Lowering, op: Op) -> None:
+    """ADD, unless it is the bias a FULLY_CONNECTED already added (``fc_bias``)."""
+    for v in op.operands:
+        if v.producer is not None and fully_connected(v.producer) and folded_bias(v.producer) is op:
+            return
+    _simple(B.ADD, "AddOptionsT")(ctx, op)
+
+
+_LOWERINGS["add"] = _add
+
+
 @lowers("matmul")
 def _matmul(ctx: Lowering, op: Op) -> None:
     """x[..., K] @ W[K, N] with a constant W: FULLY_CONNECTED (W stored as [N, K],
     keep_num_dims); everything else: BATCH_MATMUL, which broadcasts batch dims."""
     a, b = op.operands
     if b.is_const() and b.type.rank == 2:
-        ctx.emit(B.FULLY_CONNECTED, [ctx.tensor(a), ctx.transposed_weight(b), -1], [ctx.result(op.result)],
+        bias, out = fc_bias(ctx, op)
+        ctx.emit(B.FULLY_CONNECTED, [ctx.tensor(a), ctx.transposed_weight(b), bias], [out],
                  options("FullyConnectedOptionsT", keepNumDims=True))
         return
     ctx.emit(B.BATCH_MATMUL, [ctx.tensor(a), ctx.tensor(b)], [ctx.result(op.result)],
@@ -489,6 +520,7 @@ def _bound_i32(ctx: Lowering, v: Value, n: int, suffix: str) -> int:
 # --------------------------------------------------------------------------- driver
 def lower_bytes(graph: Graph) -> bytes:
     """The .tflite flatbuffer: what ``bertc compile --target tflite`` writes to model.tflite."""
+    graph = decomposed(graph)  # multi_head_attention spelled out in core ops, on a copy
     TARGET.check_legal(graph)  # every offending op named at once
     ctx = Lowering(graph)
     inputs = [(v.name, ctx.result(v)) for v in graph.inputs]
@@ -594,6 +626,6 @@ CAPABILITIES: dict[str, Check | None] = {
 # lowerings and capabilities here.
 from . import tflite_fused, tflite_quant  # noqa: E402,F401
 
-assert set(CAPABILITIES) - {"const"} <= set(_LOWERINGS), "every capability needs a lowering"
+assert set(CAPABILITIES) - {"const"} - DECOMPOSED <= set(_LOWERINGS), "every capability needs a lowering"
 
 TARGET = Target(name="tflite", file_name="model.tflite", capabilities=CAPABILITIES, lower=lower_bytes)

@@ -35,4 +35,7 @@ def _bias_gelu(ctx: Lowering, op: Op) -> None:
              options("GeluOptionsT", approximate=op.attrs["approximate"] == "tanh"))
 
 
-CAPABILITIES.update({"skip_layer_norm": _dtypes(F32), "bias_gelu": _dtypes(F32)})
+# multi_head_attention never reaches a lowering here: lower_bytes first rewrites it into the
+# core ops it stands for (bertc.ir.decompose), each of which this target runs.
+CAPABILITIES.update({"skip_layer_norm": _dtypes(F32), "bias_gelu": _dtypes(F32),
+                     "multi_head_attention": _dtypes(F32)})

@@ -49,7 +49,7 @@ import numpy as np
 
 from ..ir.graph import Op, Value
 from ..ir.types import normalize_axis
-from .tflite import _LOWERINGS, CAPABILITIES, LITE_DTYPES, MAX_RANK, Check, Lower, lowers
+from .tflite import _LOWERINGS, CAPABILITIES, LITE_DTYPES, MAX_RANK, Check, Lower, fc_bias, lowers
 from .tflite_builder import BuiltinOperator as B
 from .tflite_builder import Lowering, options, quantization, quantized_weight, set_quantization
 
@@ -77,7 +77,8 @@ def _qmatmul(ctx: Lowering, op: Op) -> None:
     grid is finer (one scale per row), a documented difference."""
     a, b, scale, zero_point = op.operands
     w = quantized_weight(ctx, b, scale, zero_point, op.attrs["axis"])
-    ctx.emit(B.FULLY_CONNECTED, [ctx.tensor(a), w, -1], [ctx.result(op.result)],
+    bias, out = fc_bias(ctx, op)
+    ctx.emit(B.FULLY_CONNECTED, [ctx.tensor(a), w, bias], [out],
              options("FullyConnectedOptionsT", keepNumDims=True, asymmetricQuantizeInputs=True))
 
 
