@@ -112,6 +112,30 @@ def test_bert_file_layout(tf_bert):
     assert all(float(np.abs(got[k] - np.asarray(want[k])).max()) <= 1e-4 for k in want)
 
 
+def test_bert_operator_economy(tf_bert):
+    """Per-call cost at short messages is per operator: every projection bias is its
+    FULLY_CONNECTED's bias input (no ADD after it), and reshapes to one symbolic shape
+    ([batch, seq, heads, head_size] for Q, K, V in every layer) share one run-time target."""
+    graph = tf_bert.graph()
+    model = read_model(TARGET.lower(graph))
+    sub = model.subgraphs[0]
+    codes = [builtin_name(max(model.operatorCodes[o.opcodeIndex].builtinCode,
+                              model.operatorCodes[o.opcodeIndex].deprecatedBuiltinCode)) for o in sub.operators]
+    fc = [o for o, c in zip(sub.operators, codes) if c == "FULLY_CONNECTED"]
+    assert len(fc) == sum(1 for op in graph.ops if op.kind == "matmul" and op.operands[1].is_const())
+    assert all(len(o.inputs) == 3 and o.inputs[2] >= 0 for o in fc)  # 14 dense layers, each with its bias
+    fc_outputs = {o.outputs[0] for o in fc}
+    assert not [o for o, c in zip(sub.operators, codes) if c == "ADD" and fc_outputs & set(o.inputs)
+                and any(sub.tensors[i].buffer and model.buffers[sub.tensors[i].buffer].data is not None
+                        for i in o.inputs)]
+    head_reshapes = [op for op in graph.ops if op.kind == "reshape"]  # 3 splits + 1 merge per layer
+    shapes = {str(op.result.type.shape) for op in head_reshapes}
+    assert len(shapes) == 2 and len(head_reshapes) == 8
+    targets = {o.inputs[1] for o, c in zip(sub.operators, codes) if c == "RESHAPE"}
+    assert len(targets) <= len(shapes) + 2  # + the embedding lowering's own
+    assert codes.count("SHAPE") <= len(shapes) + 1  # one per symbolic shape, not one per reshape
+
+
 def _assert_weights_aligned(data: bytes, alignment: int = 16) -> None:
     from tensorflow.lite.python import schema_py_generated as schema
 

@@ -26,7 +26,7 @@ import numpy as np
 from ..diagnostics import BertcError
 from ..ir.graph import Graph, Op, Value
 from ..ir.decompose import DECOMPOSED, decomposed
-from ..ir.types import is_static, normalize_axis
+from ..ir.types import UNKNOWN, is_static, normalize_axis
 from .base import LoweringError, Target, bias_operand, folded_bias
 from .tflite_builder import INT32_MAX, INT32_MIN, TENSOR_TYPES, Lowering, cast_options, options
 from .tflite_builder import BuiltinOperator as B
@@ -299,6 +299,16 @@ def _reshape_target(ctx: Lowering, op: Op) -> int:
     dynamic = [i for i, d in enumerate(dims) if not is_static(d)]
     if len(dynamic) <= 1:
         return ctx.i32([d if is_static(d) else -1 for d in dims], "shape")
+    key = tuple(str(d) for d in dims)
+    if not any(UNKNOWN in k for k in key) and key in ctx.shape_vectors:
+        return ctx.shape_vectors[key]
+    ctx.shape_vectors[key] = vector = _reshape_target_vector(ctx, op)
+    return vector
+
+
+def _reshape_target_vector(ctx: Lowering, op: Op) -> int:
+    """The run-time target of a reshape with two or more symbolic dims (``_reshape_target``)."""
+    x, dims = op.operands[0], op.result.shape
     target = _known_target(op)
     if target is None:
         return _reshape_target_unknown(ctx, op)

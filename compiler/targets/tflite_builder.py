@@ -265,6 +265,9 @@ class Lowering:
         self.dtypes: dict[int, str] = {}  # tensor index -> IR dtype
         self.op: Op | None = None  # the op being lowered: names helper tensors
         self._transposed: dict[int, int] = {}  # id(const Value) -> tensor of its transpose
+        # symbolic shape -> its run-time int32 vector: a symbol is one value everywhere, so
+        # every reshape to [batch, seq, 7, 32] can share one (Q, K and V; layers alike)
+        self.shape_vectors: dict[tuple, int] = {}
 
     # ------------------------------------------------------------ tensors of IR values
     def tensor(self, v: Value) -> int:
