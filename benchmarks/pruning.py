@@ -3,6 +3,7 @@
     python benchmarks/pruning.py                       # BERT-base sized, 0/25/50/75 % of heads AND neurons
     python benchmarks/pruning.py --sweep all           # also heads only and neurons only
     python benchmarks/pruning.py --layers 2 --hidden 128 --heads 4 --ffn 512 --vocab 1000   # quick
+    python benchmarks/pruning.py --reconstruct         # also reconstruct=true: its cost and output drift
 
 A random BERT-base sized classifier from examples/bert_tf.py (12 layers,
 hidden 768, 12 heads, FFN 3072, vocabulary 30522) is imported once; for each
@@ -13,6 +14,13 @@ ONNX and TFLite.  Every artifact is first checked against the reference
 interpreter on the pruned IR; then latency at batch 1 is measured on
 onnxruntime and LiteRT with the runs interleaved round-robin across all
 artifacts, so noise from a shared machine hits every configuration alike.
+
+With ``--reconstruct`` every pruned configuration is also compiled with
+``reconstruct=true`` on both passes (least-squares refit of the output
+projections, on random calibration tokens here: a random model has no task).
+Those rows have the same shapes, hence the same latency, so they are not
+timed; they report the pass time (prune_seconds) and, like every row, the
+mean |change| of the logits from the unpruned model on the check inputs.
 
 Reported per configuration: heads per layer, FFN width, parameters, matmul
 FLOPs at batch 1 (2 x multiply-adds, from shapes), the FLOP ratio to the
@@ -66,14 +74,15 @@ def configurations(ratios: list[float], sweep: str) -> list[tuple[float, float]]
     return list(dict.fromkeys(out))
 
 
-def prune(text: str, weights, heads: float, neurons: float):
+def prune(text: str, weights, heads: float, neurons: float, reconstruct: bool = False):
     from bertc.analysis.structure import analyze_structure
     from bertc.ir.parser import parse_graph
     from bertc.pass_manager import PassContext, PassManager, parse_pipeline
 
     graph = parse_graph(text, weights)
-    pipeline = (f"prune_heads{{ratio={heads},criterion=magnitude,per_layer=true}},"
-                f"prune_neurons{{ratio={neurons},criterion=magnitude,per_layer=true}}")
+    rc = ",reconstruct=true" if reconstruct else ""
+    pipeline = (f"prune_heads{{ratio={heads},criterion=magnitude,per_layer=true{rc}}},"
+                f"prune_neurons{{ratio={neurons},criterion=magnitude,per_layer=true{rc}}}")
     t0 = time.perf_counter()
     PassManager(parse_pipeline(pipeline)).run(graph, PassContext())
     seconds = time.perf_counter() - t0
@@ -81,6 +90,11 @@ def prune(text: str, weights, heads: float, neurons: float):
     shape = {"heads_per_layer": sorted({la.attention.heads for la in layers if la.attention}),
              "ffn_width": sorted({la.ffn.intermediate for la in layers if la.ffn})}
     return graph, shape, seconds
+
+
+def logit_change(got: dict, want: dict) -> float:
+    """Mean |difference| over every output (the classifier's logits)."""
+    return round(float(np.mean([np.abs(got[k] - want[k]).mean() for k in want])), 6)
 
 
 def lower(graph, name: str) -> bytes:
@@ -122,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backends", default="onnx,tflite")
+    p.add_argument("--reconstruct", action="store_true",
+                   help="also prune with reconstruct=true (rows not timed: same shapes)")
     p.add_argument("-o", "--output", help="also write the JSON here")
     args = p.parse_args(argv)
 
@@ -135,15 +151,24 @@ def main(argv=None) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     ratios = [float(r) for r in args.ratios.split(",")]
     results, sessions = [], []
-    base_flops = None
+    base_flops = base_logits = None
     for heads, neurons in configurations(ratios, args.sweep):
         graph, shape, prune_s = prune(text, weights, heads, neurons)
         flops = matmul_flops(graph, args.seq)
         base_flops = base_flops or flops  # the first configuration has ratio 0
         check = random_graph_inputs(graph, 2, 16, seed=1)
         want = run_graph(graph, check)
+        if base_logits is None:
+            base_logits = want
         feeds = random_graph_inputs(graph, 1, args.seq, seed=0)
+        if args.reconstruct and (heads or neurons):
+            fitted, _, fit_s = prune(text, weights, heads, neurons, reconstruct=True)
+            results.append({"heads_removed": heads, "neurons_removed": neurons, "reconstruct": True, **shape,
+                            "prune_seconds": round(fit_s, 2),
+                            "mean_abs_logit_change": logit_change(run_graph(fitted, check), base_logits)})
+            del fitted
         entry = {"heads_removed": heads, "neurons_removed": neurons, **shape,
+                 "mean_abs_logit_change": logit_change(want, base_logits),
                  "parameters": graph.num_parameters()[0], "matmul_flops": flops,
                  "flop_ratio": round(flops / base_flops, 4), "prune_seconds": round(prune_s, 2), "backends": {}}
         for name in backends:

@@ -317,6 +317,38 @@ def run_combo(args, res: Results) -> None:
             print(f"FAILED {name}: {e}", file=sys.stderr, flush=True)
 
 
+def reconstruct_configs(args) -> list[tuple[str, str, dict]]:
+    """(name, passes, extra): 40% heads + 20% neurons (taylor) in both orders, with and without
+    ``reconstruct=true``, then each of --reconstruct-heads after 20% of neurons, with and without."""
+    def heads(r: float, rc: bool) -> str:
+        return f"prune_heads{{ratio={r:g},criterion=taylor{',reconstruct=true' if rc else ''}}}"
+
+    def neurons(r: float, rc: bool) -> str:
+        return f"prune_neurons{{ratio={r:g},criterion=taylor{',reconstruct=true' if rc else ''}}}"
+
+    out = []
+    for rc in (True, False):
+        tag = "_rc" if rc else ""
+        out.append((f"rc_n20_h40{tag}", f"{neurons(0.2, rc)},{heads(0.4, rc)}",
+                    {"order": "neurons,heads", "heads_ratio": 0.4, "neurons_ratio": 0.2, "reconstruct": rc}))
+        out.append((f"rc_h40_n20{tag}", f"{heads(0.4, rc)},{neurons(0.2, rc)}",
+                    {"order": "heads,neurons", "heads_ratio": 0.4, "neurons_ratio": 0.2, "reconstruct": rc}))
+    for r in args.reconstruct_heads:
+        for rc in (True, False):
+            out.append((f"rc_n20_h{round(r * 100)}{'_rc' if rc else ''}", f"{neurons(0.2, rc)},{heads(r, rc)}",
+                        {"order": "neurons,heads", "heads_ratio": r, "neurons_ratio": 0.2, "reconstruct": rc}))
+    return out
+
+
+def run_reconstruct(args, res: Results) -> None:
+    """Post-pruning least-squares reconstruction (``reconstruct=true``) against plain pruning."""
+    for name, passes, extra in reconstruct_configs(args):
+        try:
+            artifact_rows(args, res, name, "reconstruct", passes, "onnx", calib=True, extra=extra)
+        except Exception as e:
+            print(f"FAILED {name}: {e}", file=sys.stderr, flush=True)
+
+
 def run_latency(args, res: Results) -> None:
     picks = {}
     for r in res.rows:
@@ -400,6 +432,16 @@ def markdown(rows: list[dict]) -> str:
                 out.append(f"| {c} | " + " | ".join(cells) + " |")
         out.append("")
 
+    rc = [r for r in rows if r["group"] == "reconstruct"]
+    if rc:
+        out += ["### Least-squares reconstruction after pruning (taylor, no retraining)", "",
+                "| order | heads | neurons | reconstruct | macro-F1 | Δ vs fp32 | accuracy |", "|---|---|---|---|---|---|---|"]
+        for r in sorted(rc, key=lambda r: (r["heads_ratio"], r["order"], r["reconstruct"])):
+            out.append(f"| {r['order']} | {r['heads_ratio']:g} ({r.get('heads_removed')}) | {r['neurons_ratio']:g} "
+                       f"({r.get('neurons_removed')}) | {'yes' if r['reconstruct'] else 'no'} | {r['macro_f1']:.4f} | "
+                       f"{r['macro_f1'] - fp32:+.4f} | {r['accuracy']:.4f} |")
+        out.append("")
+
     lat = by.get("latency_interleaved")
     if lat:
         out += ["### Latency per message (rotated blocks, batch 1, real lengths)", "",
@@ -425,7 +467,10 @@ def common_arguments(p: argparse.ArgumentParser, out: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_arguments(p, Path("/tmp/bertc-sara-accuracy"))
-    p.add_argument("--only", default="quant,heads,neurons,combo,latency")
+    p.add_argument("--only", default="quant,heads,neurons,combo,latency",
+                   help="groups to run; 'reconstruct' (not run by default) compares reconstruct=true with plain pruning")
+    p.add_argument("--reconstruct-heads", default="0.2,0.3,0.5,0.6",
+                   help="head ratios tried with 20%% of neurons, both passes reconstruct=true (group reconstruct)")
     p.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6")
     p.add_argument("--head-counts", default="12,24,36,48",
                    help="also remove exactly these numbers of heads (the reference curve's points)")
@@ -445,6 +490,7 @@ def main(argv=None) -> int:
             pass
     args.ratios = [float(x) for x in args.ratios.split(",")]
     args.head_counts = [int(x) for x in args.head_counts.split(",") if x]
+    args.reconstruct_heads = [float(x) for x in args.reconstruct_heads.split(",") if x]
     args.out.mkdir(parents=True, exist_ok=True)
     res = Results(args.out)
     t0 = time.perf_counter()
@@ -459,6 +505,8 @@ def main(argv=None) -> int:
         run_combo(args, res)
     if "latency" in groups:
         run_latency(args, res)
+    if "reconstruct" in groups:
+        run_reconstruct(args, res)
     res.flush()
     print(json.dumps({**summary(res.rows), "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
     print(markdown(res.rows))

@@ -26,6 +26,14 @@ layer's scores divided by their L2 norm first (Michel et al. 2019;
 writes what it kept, parameters and matmul FLOPs before and after (batch 1, at
 the calibration sequence lengths), the criterion, the data it used, and how
 far the pruned model's outputs moved on calibration data, into the report.
+
+``reconstruct=true`` then refits, layer by layer on the calibration data, the
+kept rows (and bias) of every attention output projection and FFN down
+projection by ridge least squares so that each sublayer's residual sum
+matches the unpruned model's (``bertc.analysis.reconstruct``; Kwon et al.
+2022; no gradient training).  It keeps a refit only where it lowers the error
+on held-out calibration sequences, and reports the error before and after
+per sublayer under ``reconstruction``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bertc.analysis.importance import HEAD_CRITERIA, Scores, bias_axes, head_scores, take_features
+from bertc.analysis.reconstruct import copy_graph, reconstruct
 from bertc.analysis.structure import Attention, Structure, analyze_structure
 from bertc.diagnostics import BertcError
 from bertc.ir import Graph, Op
@@ -405,6 +414,7 @@ class PruneHeads(Pass):
     allow_empty: bool = False
     normalize: bool = True
     batch_size: int = 8
+    reconstruct: bool = False
 
     spec = quoted_spec
 
@@ -464,17 +474,19 @@ class PruneHeads(Pass):
         seqs = report_seqs(ctx.calib)
         before = cost(graph, seqs)
         drift = OutputDrift(graph, ctx.calib)
+        reference = copy_graph(graph) if self.reconstruct else None
         for layer in structure.layers:
             if layer.attention is not None:
                 prune_attention(graph, layer.attention, kept[layer.index])
         finish(graph)
+        refit = reconstruct(graph, reference, ctx.calib, self.batch_size) if reference is not None else None
         if scores is not None:
             graph.analyses["head_importance"] = scores.to_json()
         self._report(ctx, counts, kept, scores, notes + [p for p in problems], cost_change(before, cost(graph, seqs)),
-                     drift.measure(graph))
+                     drift.measure(graph), refit)
         return True
 
-    def _report(self, ctx, counts, kept, scores, notes, change, drift) -> None:
+    def _report(self, ctx, counts, kept, scores, notes, change, drift, refit=None) -> None:
         rep: dict[str, Any] = {
             "spec": self.spec(),
             "criterion": "explicit keep list" if self.keep else self.criterion,
@@ -497,5 +509,7 @@ class PruneHeads(Pass):
             rep.update(change)
         if drift is not None:
             rep["output_change"] = drift
+        if refit is not None:
+            rep["reconstruction"] = refit
         rep["notes"] = notes
         ctx.report[self.name] = rep

@@ -14,7 +14,8 @@ that spell the width out are rewritten too; types are then re-inferred.
 Ranking, criteria, the report and the output drift measurement work as in
 ``prune_heads``: ``taylor`` (|d loss / d mask| per neuron, per example),
 ``activation`` (mean |activation| over real tokens) and ``magnitude``
-(||up column|| * ||down row||, no data).
+(||up column|| * ||down row||, no data).  ``reconstruct=true`` refits the
+output projections afterwards, as in ``prune_heads``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bertc.analysis.importance import NEURON_CRITERIA, Scores, neuron_scores
+from bertc.analysis.reconstruct import copy_graph, reconstruct
 from bertc.analysis.structure import FeedForward, Structure, analyze_structure
 from bertc.ir import Graph
 from bertc.pass_manager import Pass, PassContext, register_pass
@@ -67,6 +69,7 @@ class PruneNeurons(Pass):
     per_layer: bool = False
     normalize: bool = True
     batch_size: int = 8
+    reconstruct: bool = False
 
     spec = quoted_spec
 
@@ -118,14 +121,17 @@ class PruneNeurons(Pass):
         seqs = report_seqs(ctx.calib)
         before = cost(graph, seqs)
         drift = OutputDrift(graph, ctx.calib)
+        reference = copy_graph(graph) if self.reconstruct else None
         for layer in structure.layers:
             if layer.ffn is not None:
                 prune_ffn(graph, layer.ffn, kept[layer.index])
         finish(graph)
-        self._report(ctx, widths, kept, scores, notes, cost_change(before, cost(graph, seqs)), drift.measure(graph))
+        refit = reconstruct(graph, reference, ctx.calib, self.batch_size) if reference is not None else None
+        self._report(ctx, widths, kept, scores, notes, cost_change(before, cost(graph, seqs)), drift.measure(graph),
+                     refit)
         return True
 
-    def _report(self, ctx, widths, kept, scores, notes, change, drift) -> None:
+    def _report(self, ctx, widths, kept, scores, notes, change, drift, refit=None) -> None:
         rep: dict[str, Any] = {
             "spec": self.spec(),
             "criterion": "explicit keep list" if self.keep else self.criterion,
@@ -143,5 +149,7 @@ class PruneNeurons(Pass):
             rep.update(change)
         if drift is not None:
             rep["output_change"] = drift
+        if refit is not None:
+            rep["reconstruction"] = refit
         rep["notes"] = (scores.notes if scores is not None else []) + notes
         ctx.report[self.name] = rep
