@@ -13,6 +13,8 @@ Variants (batch 1, ``--threads`` intra-op threads each, every one fed the same i
   bertc_onnx_int8 / bertc_tflite_int8   --passes quant_int8
   bertc_onnx_full_int8 / bertc_tflite_full_int8   --passes calibrate,quant_full (static int8)
   bertc_onnx_int8_fused / bertc_onnx_full_int8_fused   the int8 pipelines followed by ort_fusions
+  bertc_onnx_full_int8_outputs_none   calibrate,quant_full{outputs=none}: no re-quantized results
+                             (TFLite needs them for int8 FULLY_CONNECTED; onnxruntime does not)
   tf2onnx_static_int8        onnxruntime.quantization.quantize_static (QDQ, MinMax, per channel)
   tflite_converter_fp32      tf.lite.TFLiteConverter (builtins)
   tflite_converter_int8      the same with optimizations=[DEFAULT] (dynamic range)
@@ -143,6 +145,8 @@ def build(cache: Path, sizes: list[str]) -> dict[str, dict]:
                                   _bertc(model, cache / "bertc_fused", "onnx", ORT_FUSIONS)),
         "bertc_int8": (cache / "bertc_int8" / "model.onnx", _bertc(model, cache / "bertc_int8", "all", "quant_int8")),
         "bertc_full": (cache / "bertc_full" / "model.onnx", _bertc(model, cache / "bertc_full", "all", QUANT_FULL)),
+        "bertc_full_none": (cache / "bertc_full_none" / "model.onnx",
+                            _bertc(model, cache / "bertc_full_none", "onnx", f"{QUANT_FULL}{{outputs=none}}")),
         "bertc_int8_fused": (cache / "bertc_int8_fused" / "model.onnx",
                              _bertc(model, cache / "bertc_int8_fused", "onnx", f"quant_int8,{ORT_FUSIONS}")),
         "bertc_full_fused": (cache / "bertc_full_fused" / "model.onnx",
@@ -206,6 +210,7 @@ def variants(cache: Path) -> dict[str, tuple[str, Path, dict]]:
         "bertc_onnx_int8": ("onnx", int8 / "model.onnx", {}),
         "bertc_tflite_int8": ("tflite", int8 / "model.tflite", {}),
         "bertc_onnx_full_int8": ("onnx", cache / "bertc_full" / "model.onnx", {}),
+        "bertc_onnx_full_int8_outputs_none": ("onnx", cache / "bertc_full_none" / "model.onnx", {}),
         "bertc_onnx_int8_fused": ("onnx", cache / "bertc_int8_fused" / "model.onnx", {}),
         "bertc_onnx_full_int8_fused": ("onnx", cache / "bertc_full_fused" / "model.onnx", {}),
         "bertc_tflite_full_int8": ("tflite", cache / "bertc_full" / "model.tflite", {}),
@@ -315,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         src = {"bertc_onnx_fp32": "bertc_fp32", "bertc_tflite_fp32": "bertc_fp32", "bertc_onnx_int8": "bertc_int8",
                "bertc_tflite_int8": "bertc_int8", "bertc_onnx_full_int8": "bertc_full",
                "bertc_tflite_full_int8": "bertc_full", "bertc_onnx_int8_fused": "bertc_int8_fused",
-               "bertc_onnx_full_int8_fused": "bertc_full_fused"}.get(name, name)
+               "bertc_onnx_full_int8_fused": "bertc_full_fused",
+               "bertc_onnx_full_int8_outputs_none": "bertc_full_none"}.get(name, name)
         built = status.get(src, {})
         results[name] = {"file_mb": round(path.stat().st_size / 2**20, 1) if path.is_file() else None,
                          "build_s": built.get("build_s")}
@@ -408,7 +414,8 @@ def checks(results: dict, seqs: list[int]) -> dict:
                                                 "met": ratios[best] <= goal}
     # goal 3: static int8 (quant_full) faster than dynamic (quant_int8) on some target
     pairs = {"onnx": ("bertc_onnx_full_int8", "bertc_onnx_int8"), "tflite": ("bertc_tflite_full_int8", "bertc_tflite_int8"),
-             "onnx_fused": ("bertc_onnx_full_int8_fused", "bertc_onnx_int8_fused")}
+             "onnx_fused": ("bertc_onnx_full_int8_fused", "bertc_onnx_int8_fused"),
+             "onnx_outputs_none": ("bertc_onnx_full_int8_outputs_none", "bertc_onnx_int8")}
     for target, (full, dyn) in pairs.items():
         for seq in seqs:
             a, b = (results.get(n, {}).get(f"ms_seq{seq}") for n in (full, dyn))
