@@ -6,8 +6,7 @@ Variants (batch 1, ``--threads`` intra-op threads each, every one fed the same i
   tf2onnx_fp32               python -m tf2onnx.convert --opset 17, on onnxruntime
   tf2onnx_int8               onnxruntime.quantization.quantize_dynamic (QInt8) of that file
   bertc_onnx_fp32            bertc compile --target onnx (standard ONNX ops only)
-  bertc_onnx_fp32_fused      the same with --passes ort_fusions (fuse_skip_layer_norm,
-                             fuse_bias_gelu, fuse_attention: com.microsoft
+  bertc_onnx_fp32_fused      the same with --passes ort_fusions,fuse_attention (com.microsoft
                              SkipLayerNormalization / BiasGelu / MultiHeadAttention)
   bertc_tflite_fp32          bertc compile --target tflite
   bertc_onnx_int8 / bertc_tflite_int8   --passes quant_int8
@@ -55,7 +54,7 @@ import numpy as np  # noqa: E402
 
 BERT_BASE = ["--layers", "12", "--hidden", "768", "--heads", "12", "--ffn", "3072", "--vocab", "30522",
              "--max-positions", "512"]
-ORT_FUSIONS = "ort_fusions"  # fuse_skip_layer_norm,fuse_bias_gelu,fuse_attention (docs/performance.md)
+ORT_FUSIONS = "ort_fusions,fuse_attention"  # every onnxruntime contrib fusion (docs/performance.md)
 QUANT_FULL = "calibrate,quant_full"  # static int8; no --calib here: ranges from random token ids
 CONVERT_TIMEOUT = 600
 

@@ -180,8 +180,10 @@ def _convert(value: str, typ: Any, pass_name: str, opt: str) -> Any:
 
 # Named pipelines usable inside --passes.
 PRESETS = {
-    # onnxruntime contrib kernels (exact); run after pruning and quantization
-    "ort_fusions": "fuse_skip_layer_norm,fuse_bias_gelu,fuse_attention",
+    # onnxruntime contrib kernels (exact); run after pruning and quantization.  fuse_attention
+    # (MultiHeadAttention) is opt-in: measured 2-7% slower on onnxruntime 1.32's CPU kernel
+    # (docs/performance.md)
+    "ort_fusions": "fuse_skip_layer_norm,fuse_bias_gelu",
 }
 
 

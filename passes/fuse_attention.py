@@ -24,9 +24,11 @@ way) stays as it is, with the reason in the debug log.
 
 Run it after the passes that need the attention structure (pruning,
 quantization), since they find heads by this same dataflow.  An
-onnxruntime-oriented pass: opt in with ``--passes ...,fuse_attention`` (or the
-``ort_fusions`` pipeline, docs/performance.md).  TFLite, and the ONNX target's
-``contrib=False`` mode, spell the op out again in core ops
+onnxruntime-oriented pass, opt in with ``--passes ...,fuse_attention``; it is
+not in the ``ort_fusions`` preset because onnxruntime 1.32's CPU kernel
+measured 2-7% slower than the dozen plain nodes it replaces (BERT-base at 16
+and 128 tokens, the Sara MiniLM at 8; docs/performance.md).  TFLite, and the
+ONNX target's ``contrib=False`` mode, spell the op out again in core ops
 (``bertc.ir.decompose``).
 """
 

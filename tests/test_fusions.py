@@ -16,7 +16,7 @@ from bertc.pass_manager import PassContext, PassManager, parse_pipeline
 from bertc.runtime.inputs import random_inputs
 from bertc.runtime.session import ReferenceSession
 
-ORT_FUSIONS = "ort_fusions"  # fuse_skip_layer_norm,fuse_bias_gelu,fuse_attention
+ORT_FUSIONS = "ort_fusions,fuse_attention"  # fuse_skip_layer_norm,fuse_bias_gelu + attention
 RNG = np.random.default_rng(7)
 
 
