@@ -35,9 +35,10 @@ Latency per message: ``--latency-messages`` test sentences (evenly spaced over
 the file), each run alone at its own token length (batch 1, no padding),
 ``--threads`` intra-op threads, every session with its runtime's defaults (so
 onnxruntime's idle threads spin, as in a serving process).  After 20 warm-up
-runs, each round runs every artifact through all the messages in a block, the
-artifacts in a rotated order each round (``--rounds`` rounds); median and 90th
-percentile in ms.  Blocks, not message-by-message interleaving: a spinning
+runs, each round goes through the messages in chunks of 25; each chunk runs
+every artifact in turn (a block of 25 messages each), the order rotated chunk by
+chunk (``--rounds`` rounds); median and 90th percentile in ms.  Blocks, not
+message-by-message interleaving: a spinning
 onnxruntime pool keeps both cores busy after its run, so the artifact timed
 right after it would pay for it (the 2026-11-25 Pareto runs, 2-10x slower than
 a quiet machine, were distorted this way).  ``overhead_ms`` is the median
@@ -177,6 +178,9 @@ def evaluate(args, artifact: Path) -> dict:
             "eval_seconds": round(time.perf_counter() - t0, 1)}
 
 
+CHUNK = 25  # messages an artifact runs in a row before the next artifact's turn
+
+
 def latency(args, artifacts: dict[str, Path]) -> dict[str, dict]:
     """Median / p90 ms per message, batch 1 at each message's own length; blocks per artifact,
     rotated each round; plus ``overhead_ms``, the median of a one-token call."""
@@ -195,19 +199,24 @@ def latency(args, artifacts: dict[str, Path]) -> dict[str, dict]:
     names = list(sessions)
     times: dict[str, list[float]] = {k: [] for k in names}
     overhead: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(args.rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            s = sessions[k]
-            for f in feeds[k]:
-                t0 = time.perf_counter()
-                s.run(f)
-                times[k].append((time.perf_counter() - t0) * 1e3)
+    chunks = [range(i, min(i + CHUNK, len(idx))) for i in range(0, len(idx), CHUNK)]
+    turn = 0
+    for _ in range(args.rounds):
+        for chunk in chunks:  # short blocks, so that slow drifts in machine load average out
+            turn += 1
+            for k in names[turn % len(names):] + names[:turn % len(names)]:
+                s = sessions[k]
+                for j in chunk:
+                    t0 = time.perf_counter()
+                    s.run(feeds[k][j])
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+    for k in names:
+        s = sessions[k]
+        s.run(one_token[k])
+        for _ in range(50):
+            t0 = time.perf_counter()
             s.run(one_token[k])
-            for _ in range(30):
-                t0 = time.perf_counter()
-                s.run(one_token[k])
-                overhead[k].append((time.perf_counter() - t0) * 1e3)
-            s.run(feeds[k][0])  # leave the session sized for real messages
+            overhead[k].append((time.perf_counter() - t0) * 1e3)
     lengths = [int(f["input_ids"].shape[1]) if "input_ids" in f else int(next(iter(f.values())).shape[1])
                for f in next(iter(feeds.values()))]
     return {k: {"median_ms": round(float(np.median(t)), 3), "p90_ms": round(float(np.percentile(t, 90)), 3),

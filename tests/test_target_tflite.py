@@ -114,8 +114,9 @@ def test_bert_file_layout(tf_bert):
 
 def test_bert_operator_economy(tf_bert):
     """Per-call cost at short messages is per operator: every projection bias is its
-    FULLY_CONNECTED's bias input (no ADD after it), and reshapes to one symbolic shape
-    ([batch, seq, heads, head_size] for Q, K, V in every layer) share one run-time target."""
+    FULLY_CONNECTED's bias input (no ADD after it), reshapes to one symbolic shape
+    ([batch, seq, heads, head_size] for Q, K, V in every layer) share one run-time target,
+    and the scores' k^T is BATCH_MATMUL's adj_y instead of a TRANSPOSE."""
     graph = tf_bert.graph()
     model = read_model(TARGET.lower(graph))
     sub = model.subgraphs[0]
@@ -134,6 +135,10 @@ def test_bert_operator_economy(tf_bert):
     targets = {o.inputs[1] for o, c in zip(sub.operators, codes) if c == "RESHAPE"}
     assert len(targets) <= len(shapes) + 2  # + the embedding lowering's own
     assert codes.count("SHAPE") <= len(shapes) + 1  # one per symbolic shape, not one per reshape
+    # q @ k^T reads k through BATCH_MATMUL's adj_y: the k^T transpose is not written
+    adj = [o for o, c in zip(sub.operators, codes) if c == "BATCH_MATMUL" and o.builtinOptions.adjY]
+    assert len(adj) == 2  # one per layer
+    assert codes.count("TRANSPOSE") == sum(op.kind == "transpose" for op in graph.ops) - len(adj)
 
 
 def _assert_weights_aligned(data: bytes, alignment: int = 16) -> None:

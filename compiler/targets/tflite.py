@@ -151,12 +151,37 @@ def _matmul(ctx: Lowering, op: Op) -> None:
         ctx.emit(B.FULLY_CONNECTED, [ctx.tensor(a), ctx.transposed_weight(b), bias], [out],
                  options("FullyConnectedOptionsT", keepNumDims=True))
         return
+    swapped = adj_y_source(b)
+    if swapped is not None:  # a @ transpose(k)^T: BATCH_MATMUL reads k transposed (adj_y)
+        ctx.emit(B.BATCH_MATMUL, [ctx.tensor(a), ctx.tensor(swapped)], [ctx.result(op.result)],
+                 options("BatchMatMulOptionsT", adjY=True))
+        return
     ctx.emit(B.BATCH_MATMUL, [ctx.tensor(a), ctx.tensor(b)], [ctx.result(op.result)],
              options("BatchMatMulOptionsT"))
 
 
+def adj_y_source(b: Value) -> Value | None:
+    """x when ``b = transpose(x)`` swaps only the last two axes and only a matmul's right side
+    reads it: that matmul is BATCH_MATMUL(a, x, adj_y) and the transpose is not emitted
+    (attention's q @ k^T; one TRANSPOSE fewer per layer)."""
+    t = b.producer
+    if t is None or t.kind != "transpose" or b.type.rank < 3:
+        return None
+    r = b.type.rank
+    if list(t.attrs["perm"]) != [*range(r - 2), r - 1, r - 2]:
+        return None
+    if any(o is b for o in b.graph.outputs.values()) or not b.uses:
+        return None
+    if not all(u.kind == "matmul" and i == 1 for u, i in b.uses):
+        return None
+    return t.operands[0]
+
+
 @lowers("transpose")
 def _transpose(ctx: Lowering, op: Op) -> None:
+    """TRANSPOSE, unless every reader is a BATCH_MATMUL that takes it as adj_y."""
+    if adj_y_source(op.result) is not None:
+        return
     ctx.emit(B.TRANSPOSE, [ctx.tensor(op.operands[0]), ctx.i32(op.attrs["perm"], "perm")],
              [ctx.result(op.result)], options("TransposeOptionsT"))
 
