@@ -19,7 +19,7 @@ Groups (run in this order; ``--only`` picks some):
   combo    prune_heads{ratio=0.4}+prune_neurons{ratio=0.2} with the criteria that
            scored best at those two ratios in the sweeps, alone and followed by
            quant_int8, for both targets.
-  latency  fp32 and the combo+int8 artifacts again, in rotated blocks (below), so
+  latency  fp32 and the combo+int8 artifacts again, each alone in its own process (below), so
            that machine load hits all of them alike.
 
 Scoring once per criterion: the first ratio of a sweep (0.4 for heads, 0.2 for
@@ -34,15 +34,16 @@ choose differently from a ``ratio=`` compile.
 Latency per message: ``--latency-messages`` test sentences (evenly spaced over
 the file), each run alone at its own token length (batch 1, no padding),
 ``--threads`` intra-op threads, every session with its runtime's defaults (so
-onnxruntime's idle threads spin, as in a serving process).  After 20 warm-up
-runs, each round goes through the messages in chunks of 25; each chunk runs
-every artifact in turn (a block of 25 messages each), the order rotated chunk by
-chunk (``--rounds`` rounds); median and 90th percentile in ms.  Blocks, not
-message-by-message interleaving: a spinning
-onnxruntime pool keeps both cores busy after its run, so the artifact timed
-right after it would pay for it (the 2026-11-25 Pareto runs, 2-10x slower than
-a quiet machine, were distorted this way).  ``overhead_ms`` is the median
-latency of a one-token message: the per-call cost that no FLOP count shows.
+onnxruntime's idle threads spin, as in a serving process).  Each artifact is
+timed alone in a fresh process, as it would be deployed: 20 warm-up runs, then
+every message once; ``--rounds`` rounds, the artifacts in a rotated order each
+round; median and 90th percentile in ms over all rounds.  One process per
+artifact, because sessions that share a process also share the two cores: a
+spinning onnxruntime pool, or any runtime's idle threads, taxed whatever ran
+next (the 2026-11-25 Pareto runs measured 2-10x a quiet machine's latency, and
+in-process blocks still moved an artifact by 40% between runs).
+``overhead_ms`` is the median latency of a one-token message: the per-call cost
+that no FLOP count shows.
 
 Results are appended to OUT/results.jsonl as each configuration finishes (a
 re-run skips the configurations already there), and OUT/results.json and
@@ -178,47 +179,64 @@ def evaluate(args, artifact: Path) -> dict:
             "eval_seconds": round(time.perf_counter() - t0, 1)}
 
 
-CHUNK = 25  # messages an artifact runs in a row before the next artifact's turn
+# One artifact's timing, alone in a fresh process: argv = artifact, threads, messages.npz, out.json
+_TIME_ONE = """
+import json, sys, time
+import numpy as np
+from bertc.runtime.session import open_session
+from bertc.runtime.tokenize import as_feeds
+
+path, threads, msgs, out = sys.argv[1], int(sys.argv[2]), np.load(sys.argv[3]), sys.argv[4]
+s = open_session(path, threads=threads)
+n = len([k for k in msgs.files if k.startswith("input_ids_")])
+feeds = [as_feeds({k: msgs[f"{k}_{i}"] for k in ("input_ids", "attention_mask", "token_type_ids")}, s.input_names)
+         for i in range(n)]
+for f in feeds[:20]:
+    s.run(f)
+times = []
+for f in feeds:
+    t0 = time.perf_counter()
+    s.run(f)
+    times.append((time.perf_counter() - t0) * 1e3)
+one = {k: v[:, :1] for k, v in feeds[0].items()}
+s.run(one)
+overhead = []
+for _ in range(50):
+    t0 = time.perf_counter()
+    s.run(one)
+    overhead.append((time.perf_counter() - t0) * 1e3)
+json.dump({"times": times, "overhead": overhead}, open(out, "w"))
+"""
 
 
 def latency(args, artifacts: dict[str, Path]) -> dict[str, dict]:
-    """Median / p90 ms per message, batch 1 at each message's own length; blocks per artifact,
-    rotated each round; plus ``overhead_ms``, the median of a one-token call."""
-    from bertc.runtime.session import open_session
-    from bertc.runtime.tokenize import as_feeds
+    """Median / p90 ms per message, batch 1 at each message's own length, each artifact timed
+    alone in its own process (rounds in rotated order); plus ``overhead_ms``, a one-token call."""
+    import tempfile
 
     texts, _, _, encoder = test_set(args)
     idx = np.linspace(0, len(texts) - 1, min(args.latency_messages, len(texts))).round().astype(int)
-    sessions = {k: open_session(p, threads=args.threads) for k, p in artifacts.items()}
-    feeds = {k: [as_feeds(encoder.encode([texts[i]], MAX_LENGTH), s.input_names) for i in idx]
-             for k, s in sessions.items()}
-    one_token = {k: {n: a[:, :1] for n, a in f[0].items()} for k, f in feeds.items()}
-    for k, s in sessions.items():
-        for f in feeds[k][:20]:
-            s.run(f)
-    names = list(sessions)
+    names = list(artifacts)
     times: dict[str, list[float]] = {k: [] for k in names}
     overhead: dict[str, list[float]] = {k: [] for k in names}
-    chunks = [range(i, min(i + CHUNK, len(idx))) for i in range(0, len(idx), CHUNK)]
-    turn = 0
-    for _ in range(args.rounds):
-        for chunk in chunks:  # short blocks, so that slow drifts in machine load average out
-            turn += 1
-            for k in names[turn % len(names):] + names[:turn % len(names)]:
-                s = sessions[k]
-                for j in chunk:
-                    t0 = time.perf_counter()
-                    s.run(feeds[k][j])
-                    times[k].append((time.perf_counter() - t0) * 1e3)
-    for k in names:
-        s = sessions[k]
-        s.run(one_token[k])
-        for _ in range(50):
-            t0 = time.perf_counter()
-            s.run(one_token[k])
-            overhead[k].append((time.perf_counter() - t0) * 1e3)
-    lengths = [int(f["input_ids"].shape[1]) if "input_ids" in f else int(next(iter(f.values())).shape[1])
-               for f in next(iter(feeds.values()))]
+    with tempfile.TemporaryDirectory() as tmp:
+        msgs = Path(tmp) / "messages.npz"
+        arrays = {}
+        for j, i in enumerate(idx):
+            for k, v in encoder.encode([texts[i]], MAX_LENGTH).items():
+                arrays[f"{k}_{j}"] = v
+        np.savez(msgs, **arrays)
+        out = Path(tmp) / "times.json"
+        for r in range(args.rounds):
+            for k in names[r % len(names):] + names[:r % len(names)]:
+                proc = subprocess.run([sys.executable, "-c", _TIME_ONE, str(artifacts[k]), str(args.threads),
+                                       str(msgs), str(out)], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"timing {k} failed:\n{proc.stderr[-2000:]}")
+                got = json.loads(out.read_text())
+                times[k] += got["times"]
+                overhead[k] += got["overhead"]
+    lengths = [int(arrays[f"input_ids_{j}"].shape[1]) for j in range(len(idx))]
     return {k: {"median_ms": round(float(np.median(t)), 3), "p90_ms": round(float(np.percentile(t, 90)), 3),
                 "overhead_ms": round(float(np.median(overhead[k])), 3),
                 "messages": len(idx), "rounds": args.rounds, "mean_tokens": round(float(np.mean(lengths)), 1)}
@@ -453,7 +471,7 @@ def markdown(rows: list[dict]) -> str:
 
     lat = by.get("latency_interleaved")
     if lat:
-        out += ["### Latency per message (rotated blocks, batch 1, real lengths)", "",
+        out += ["### Latency per message (each artifact alone in its process, batch 1, real lengths)", "",
                 "| artifact | median ms | p90 ms | messages × rounds | mean tokens |", "|---|---|---|---|---|"]
         for k, v in lat["latency"].items():
             out.append(f"| {k} | {v['median_ms']} | {v['p90_ms']} | {v['messages']} × {v['rounds']} | "

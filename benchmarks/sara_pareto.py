@@ -8,7 +8,7 @@ pruning pass), then each int8 mode (fp32, quant_int8, calibrate + quant_full)
 is compiled from that IR for both targets.  Every artifact is scored on all
 998 sara/test.csv sentences (``sara_accuracy.evaluate``: macro-F1, like
 ``bertc eval``) and timed per message: batch 1, each message at its own
-length (mean ~8 tokens), all artifacts and peers in rotated blocks
+length (mean ~8 tokens), every artifact and peer alone in its own process, in rotated order
 (``sara_accuracy.latency``), so machine load hits them alike.
 
 Peers from the same run: TF (the SavedModel), tf2onnx on onnxruntime (fp32)

@@ -19,7 +19,7 @@ Groups:
   kmeans   kmeans{clusters=K} for K in 2, 4, 16, 256 on the encoder (embeddings
            and classifier excluded), and K=4 on everything (embeddings too), to
            repeat the experiment the issue cites
-  latency  every artifact above, in rotated blocks, batch 1, each test
+  latency  every artifact above, each alone in its own process, batch 1, each test
            message at its own length (sara_accuracy.latency)
 
 Results go to OUT/results.jsonl (a re-run skips what is there), OUT/table.md
