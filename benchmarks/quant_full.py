@@ -75,7 +75,7 @@ def lower_matmul_u8s8(e, op, ins, outs):
 def variants(graph) -> tuple[dict[str, bytes], dict[str, object]]:
     """The ONNX models, and the IR each quantized one was lowered from (for the exactness column)."""
     import bertc.targets.onnx as T
-    from bertc.analysis.sensitivity import copy_graph
+    from bertc.ir.parser import copy_graph
     from bertc.pass_manager import PassContext, PassManager, parse_pipeline
 
     PassManager(parse_pipeline("calibrate{samples=16}")).run(graph, PassContext())

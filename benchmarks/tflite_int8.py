@@ -56,7 +56,7 @@ def build(layers: int, max_seq: int, tmp: Path):
 
 def variants(graph) -> dict[str, tuple[object, bytes, float]]:
     """name -> (IR, .tflite bytes, lowering seconds)."""
-    from bertc.analysis.sensitivity import copy_graph
+    from bertc.ir.parser import copy_graph
     from bertc.pass_manager import PassContext, PassManager, parse_pipeline
     from bertc.targets.tflite import TARGET
 

@@ -324,14 +324,13 @@ def _print_summary(report: dict, out: Path) -> None:
 def check_command(args: argparse.Namespace) -> int:
     """``bertc check``: what each target lacks, what rewrites it, and whether that suffices."""
     from .commands import load_graph
-    from .ir.parser import parse_graph
-    from .ir.printer import print_graph
+    from .ir.parser import copy_graph
     from .legalize import plan, report
     from .pass_manager import PassManager
 
     targets = resolve_targets(args.target)
     graph, _ = load_graph(args)
-    after = parse_graph(print_graph(graph), graph.weights())
+    after = copy_graph(graph)
     note = ""
     try:
         extra = plan(after, targets)

@@ -46,7 +46,8 @@ from typing import Any, Literal
 import numpy as np
 
 from bertc.analysis.importance import HEAD_CRITERIA, Scores, bias_axes, head_scores, take_features
-from bertc.analysis.reconstruct import copy_graph, reconstruct
+from bertc.analysis.reconstruct import reconstruct
+from bertc.ir.parser import copy_graph
 from bertc.analysis.structure import Attention, Structure, analyze_structure
 from bertc.diagnostics import BertcError
 from bertc.ir import Graph, Op

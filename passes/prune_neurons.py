@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bertc.analysis.importance import NEURON_CRITERIA, Scores, neuron_scores
-from bertc.analysis.reconstruct import copy_graph, reconstruct
+from bertc.analysis.reconstruct import reconstruct
+from bertc.ir.parser import copy_graph
 from bertc.analysis.structure import FeedForward, Structure, analyze_structure
 from bertc.ir import Graph
 from bertc.pass_manager import Pass, PassContext, register_pass

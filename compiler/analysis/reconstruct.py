@@ -80,14 +80,6 @@ class _Captured(Exception):
         self.array = array
 
 
-def copy_graph(graph: Graph) -> Graph:
-    """An independent copy (weights arrays are shared: passes replace arrays, never edit them)."""
-    from ..ir.parser import parse_graph
-    from ..ir.printer import print_graph
-
-    return parse_graph(print_graph(graph), graph.weights())
-
-
 # ------------------------------------------------------------------ projections as matrices
 def _einsum_letters(p: Projection) -> tuple[str, str, str, str]:
     """(input spec, output spec, contracted letters, kept kernel letters), both in kernel order."""

@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..ir.graph import Graph
+from ..ir.parser import copy_graph
 from ..ir.types import is_static
 from .ranges import real_token_selector
 
@@ -47,15 +48,6 @@ class GroupSensitivity:
 
     def to_json(self) -> dict:
         return {"group": self.group, "ops": self.ops, "error": self.error, "drop": self.drop}
-
-
-def copy_graph(graph: Graph) -> Graph:
-    """An independent copy (text round trip; weights shared, they are never edited in place).
-    Analyses such as the calibration ranges print with the text and come back too."""
-    from ..ir.parser import parse_graph
-    from ..ir.printer import print_graph
-
-    return parse_graph(print_graph(graph), graph.weights())
 
 
 def calibration_batches(graph: Graph, calib=None, samples: int = 64, batch_size: int = 16

@@ -52,10 +52,9 @@ def decomposed(graph: Graph, kinds: frozenset[str] = DECOMPOSED) -> Graph:
     """``graph`` itself when it holds none of ``kinds``, else a copy with each such op decomposed."""
     if not any(op.kind in kinds for op in graph.ops):
         return graph
-    from .parser import parse_graph
-    from .printer import print_graph
+    from .parser import copy_graph
 
-    copy = parse_graph(print_graph(graph), graph.weights())  # weight arrays are shared, not copied
+    copy = copy_graph(graph)
     for op in [op for op in copy.ops if op.kind in kinds]:
         DECOMPOSITIONS[op.kind](copy, op)
     return copy

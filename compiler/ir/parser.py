@@ -307,3 +307,12 @@ def _parse_op(c: _Line, graph: Graph, values: dict[str, Value], weights: Mapping
             raise c.error(f"%{n} is defined twice")
         r.name = n
         values[n] = r
+
+
+def copy_graph(graph: Graph) -> Graph:
+    """An independent copy of ``graph`` by a text round trip.  Weight arrays are shared, not
+    copied (passes replace arrays, never edit them in place); analyses that print with the
+    text (calibration ranges) come back too."""
+    from .printer import print_graph
+
+    return parse_graph(print_graph(graph), graph.weights())
