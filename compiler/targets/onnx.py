@@ -481,8 +481,6 @@ def _lower_qmatmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None
                e.const(_u8(zero_point.const_value()), "zero_point_u8")]
     add = folded_bias(op)
     if add is not None:  # the projection's bias, added by the kernel: one node less per layer
-        if len(ins) == 3:
-            ins.append("")  # no zero point: the optional input stays empty
         ins, outs = ins + [e.name_of(bias_operand(add, op))], [e.name_of(add.result)]
     e.node("DynamicQuantizeMatMul", ins, outs, domain=MS_DOMAIN)
 
