@@ -90,14 +90,19 @@ def _einsum_letters(p: Projection) -> tuple[str, str, str, str]:
     return ins[0], out, "".join(c for c in kspec if c not in out), "".join(c for c in kspec if c in out)
 
 
+def _features_last(spec: str, features: str, a: np.ndarray) -> np.ndarray:
+    """``a`` (laid out as ``spec``) as [other dims..., features flattened in ``features`` order]."""
+    tokens = "".join(c for c in spec if c not in features)
+    y = np.einsum(f"{spec}->{tokens}{features}", a)
+    return y.reshape(y.shape[:len(tokens)] + (-1,))
+
+
 def input_rows(p: Projection, x: np.ndarray) -> np.ndarray:
     """The projection's input as [token dims..., in_features], features in kernel order."""
     if p.op.kind != "einsum":
         return x
     xspec, _, contracted, _ = _einsum_letters(p)
-    tokens = "".join(c for c in xspec if c not in contracted)
-    y = np.einsum(f"{xspec}->{tokens}{contracted}", x)
-    return y.reshape(y.shape[:len(tokens)] + (-1,))
+    return _features_last(xspec, contracted, x)
 
 
 def output_rows(p: Projection, y: np.ndarray) -> np.ndarray:
@@ -105,9 +110,7 @@ def output_rows(p: Projection, y: np.ndarray) -> np.ndarray:
     if p.op.kind != "einsum":
         return y
     _, out, _, kept = _einsum_letters(p)
-    tokens = "".join(c for c in out if c not in kept)
-    z = np.einsum(f"{out}->{tokens}{kept}", y)
-    return z.reshape(z.shape[:len(tokens)] + (-1,))
+    return _features_last(out, kept, y)
 
 
 def kernel_matrix(p: Projection) -> np.ndarray:
