@@ -385,7 +385,7 @@ def run_latency(args, res: Results) -> None:
     if not picks:
         return
     lat = latency(args, picks)
-    row = {"name": "latency_interleaved", "group": "latency", "latency": lat}
+    row = {"name": "latency_isolated", "group": "latency", "latency": lat}
     res.add(row)
 
 
@@ -469,7 +469,7 @@ def markdown(rows: list[dict]) -> str:
                        f"{r['macro_f1'] - fp32:+.4f} | {r['accuracy']:.4f} |")
         out.append("")
 
-    lat = by.get("latency_interleaved")
+    lat = by.get("latency_isolated")
     if lat:
         out += ["### Latency per message (each artifact alone in its process, batch 1, real lengths)", "",
                 "| artifact | median ms | p90 ms | messages × rounds | mean tokens |", "|---|---|---|---|---|"]
