@@ -11,11 +11,12 @@ has ``calibrate``, reads 256 sentences of sara/train.csv (``--calib``).
 
 Groups:
 
-  quant    fp32, quant_int8 and quant_int8{embeddings=true} (weight-only int8,
-           activations quantized at run time)
+  quant    fp32, quant_int8, quant_int8{embeddings=true} (weight-only int8,
+           activations quantized at run time) and quant_int8{weight_bits=7}
   full     calibrate{method=M},quant_full for M in minmax, percentile, entropy, mse
            (static int8: activations from calibrated ranges), plus
-           quant_full{target_drop=0.01} with the best method
+           quant_full{target_drop=0.01} with the best method, and minmax
+           quant_full{outputs=none} with 8- and 7-bit weights (the ONNX-only forms)
   kmeans   kmeans{clusters=K} for K in 2, 4, 16, 256 on the encoder (embeddings
            and classifier excluded), and K=4 on everything (embeddings too), to
            repeat the experiment the issue cites
@@ -53,9 +54,12 @@ def configurations(only: set[str]) -> list[tuple[str, str, str, bool]]:
     rows: list[tuple[str, str, str, bool]] = []
     if "quant" in only:
         rows += [("fp32", "quant", "", False), ("int8", "quant", "quant_int8", False),
-                 ("int8_emb", "quant", "quant_int8{embeddings=true}", False)]
+                 ("int8_emb", "quant", "quant_int8{embeddings=true}", False),
+                 ("int8_w7", "quant", "quant_int8{weight_bits=7}", False)]
     if "full" in only:
         rows += [(f"full_{m}", "full", f"calibrate{{method={m}}},quant_full", True) for m in CALIB_METHODS]
+        rows += [(name, "full", f"calibrate{{method=minmax}},quant_full{{outputs=none{bits}}}", True)
+                 for name, bits in (("static_none", ""), ("static_none_w7", ",weight_bits=7"))]
     if "kmeans" in only:
         rows += [(f"kmeans{k}", "kmeans", f'kmeans{{clusters={k},exclude="{KMEANS_ENCODER_ONLY}"}}', False)
                  for k in CLUSTERS]

@@ -14,6 +14,9 @@ Variants (batch 1, ``--threads`` intra-op threads each, every one fed the same i
   bertc_onnx_int8_fused / bertc_onnx_full_int8_fused   the int8 pipelines followed by ort_fusions
   bertc_onnx_full_int8_outputs_none   calibrate,quant_full{outputs=none}: no re-quantized results
                              (TFLite needs them for int8 FULLY_CONNECTED; onnxruntime does not)
+  bertc_onnx_int8_w7 / bertc_onnx_full_int8_w7   quant_int8{weight_bits=7} and
+                             calibrate,quant_full{outputs=none,weight_bits=7}: 7-bit kernels, which
+                             onnxruntime runs on its u8 x s8 path exactly (8-bit ones run u8 x u8)
   tf2onnx_static_int8        onnxruntime.quantization.quantize_static (QDQ, MinMax, per channel)
   tflite_converter_fp32      tf.lite.TFLiteConverter (builtins)
   tflite_converter_int8      the same with optimizations=[DEFAULT] (dynamic range)
@@ -150,6 +153,11 @@ def build(cache: Path, sizes: list[str]) -> dict[str, dict]:
                              _bertc(model, cache / "bertc_int8_fused", "onnx", f"quant_int8,{ORT_FUSIONS}")),
         "bertc_full_fused": (cache / "bertc_full_fused" / "model.onnx",
                              _bertc(model, cache / "bertc_full_fused", "onnx", f"{QUANT_FULL},{ORT_FUSIONS}")),
+        "bertc_int8_w7": (cache / "bertc_int8_w7" / "model.onnx",
+                          _bertc(model, cache / "bertc_int8_w7", "onnx", "quant_int8{weight_bits=7}")),
+        "bertc_full_w7": (cache / "bertc_full_w7" / "model.onnx",
+                          _bertc(model, cache / "bertc_full_w7", "onnx",
+                                 f"{QUANT_FULL}{{outputs=none,weight_bits=7}}")),
         "tflite_converter_fp32": (cache / "tflite_conv_fp32.tflite",
                                   lambda: _child([py, "-c", _TFLITE_CONVERT, str(model),
                                                   str(cache / "tflite_conv_fp32.tflite"), "fp32"],
@@ -196,26 +204,30 @@ def build(cache: Path, sizes: list[str]) -> dict[str, dict]:
     return status
 
 
-def variants(cache: Path) -> dict[str, tuple[str, Path, dict]]:
-    """variant -> (backend, path, extra session options)."""
-    fp32, int8 = cache / "bertc_fp32", cache / "bertc_int8"
+def variants(cache: Path) -> dict[str, tuple[str, Path, dict, str]]:
+    """variant -> (backend, path, extra session options, the build() job that made it)."""
+    def bertc(job: str, backend: str) -> tuple[str, Path, dict, str]:
+        return backend, cache / job / f"model.{backend}", {}, job
+
     return {
-        "tf": ("tf", cache / "model", {}),
-        "tf2onnx_fp32": ("onnx", cache / "tf2onnx.onnx", {}),
-        "tf2onnx_int8": ("onnx", cache / "tf2onnx_int8.onnx", {}),
-        "bertc_onnx_fp32": ("onnx", fp32 / "model.onnx", {}),
-        "bertc_onnx_fp32_fused": ("onnx", cache / "bertc_fused" / "model.onnx", {}),
-        "bertc_tflite_fp32": ("tflite", fp32 / "model.tflite", {}),
-        "bertc_onnx_int8": ("onnx", int8 / "model.onnx", {}),
-        "bertc_tflite_int8": ("tflite", int8 / "model.tflite", {}),
-        "bertc_onnx_full_int8": ("onnx", cache / "bertc_full" / "model.onnx", {}),
-        "bertc_onnx_full_int8_outputs_none": ("onnx", cache / "bertc_full_none" / "model.onnx", {}),
-        "bertc_onnx_int8_fused": ("onnx", cache / "bertc_int8_fused" / "model.onnx", {}),
-        "bertc_onnx_full_int8_fused": ("onnx", cache / "bertc_full_fused" / "model.onnx", {}),
-        "bertc_tflite_full_int8": ("tflite", cache / "bertc_full" / "model.tflite", {}),
-        "tf2onnx_static_int8": ("onnx", cache / "tf2onnx_static_int8.onnx", {}),
-        "tflite_converter_fp32": ("tflite", cache / "tflite_conv_fp32.tflite", {}),
-        "tflite_converter_int8": ("tflite", cache / "tflite_conv_int8.tflite", {}),
+        "tf": ("tf", cache / "model", {}, "tf"),
+        "tf2onnx_fp32": ("onnx", cache / "tf2onnx.onnx", {}, "tf2onnx_fp32"),
+        "tf2onnx_int8": ("onnx", cache / "tf2onnx_int8.onnx", {}, "tf2onnx_int8"),
+        "bertc_onnx_fp32": bertc("bertc_fp32", "onnx"),
+        "bertc_onnx_fp32_fused": bertc("bertc_fused", "onnx"),
+        "bertc_tflite_fp32": bertc("bertc_fp32", "tflite"),
+        "bertc_onnx_int8": bertc("bertc_int8", "onnx"),
+        "bertc_tflite_int8": bertc("bertc_int8", "tflite"),
+        "bertc_onnx_full_int8": bertc("bertc_full", "onnx"),
+        "bertc_onnx_full_int8_outputs_none": bertc("bertc_full_none", "onnx"),
+        "bertc_onnx_int8_fused": bertc("bertc_int8_fused", "onnx"),
+        "bertc_onnx_full_int8_fused": bertc("bertc_full_fused", "onnx"),
+        "bertc_onnx_int8_w7": bertc("bertc_int8_w7", "onnx"),
+        "bertc_onnx_full_int8_w7": bertc("bertc_full_w7", "onnx"),
+        "bertc_tflite_full_int8": bertc("bertc_full", "tflite"),
+        "tf2onnx_static_int8": ("onnx", cache / "tf2onnx_static_int8.onnx", {}, "tf2onnx_static_int8"),
+        "tflite_converter_fp32": ("tflite", cache / "tflite_conv_fp32.tflite", {}, "tflite_converter_fp32"),
+        "tflite_converter_int8": ("tflite", cache / "tflite_conv_int8.tflite", {}, "tflite_converter_int8"),
     }
 
 
@@ -315,13 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         keep = {"tf", *args.only.split(",")}
         table = {k: v for k, v in table.items() if k in keep}
     sessions, results = {}, {}
-    for name, (backend, path, extra) in table.items():
-        src = {"bertc_onnx_fp32": "bertc_fp32", "bertc_tflite_fp32": "bertc_fp32", "bertc_onnx_int8": "bertc_int8",
-               "bertc_tflite_int8": "bertc_int8", "bertc_onnx_full_int8": "bertc_full",
-               "bertc_tflite_full_int8": "bertc_full", "bertc_onnx_int8_fused": "bertc_int8_fused",
-               "bertc_onnx_full_int8_fused": "bertc_full_fused",
-               "bertc_onnx_full_int8_outputs_none": "bertc_full_none"}.get(name, name)
-        built = status.get(src, {})
+    for name, (backend, path, extra, job) in table.items():
+        built = status.get(job, {})
         results[name] = {"file_mb": round(path.stat().st_size / 2**20, 1) if path.is_file() else None,
                          "build_s": built.get("build_s")}
         if "error" in built or not path.exists():
@@ -414,7 +421,8 @@ def checks(results: dict, seqs: list[int]) -> dict:
     # goal 3: static int8 (quant_full) faster than dynamic (quant_int8) on some target
     pairs = {"onnx": ("bertc_onnx_full_int8", "bertc_onnx_int8"), "tflite": ("bertc_tflite_full_int8", "bertc_tflite_int8"),
              "onnx_fused": ("bertc_onnx_full_int8_fused", "bertc_onnx_int8_fused"),
-             "onnx_outputs_none": ("bertc_onnx_full_int8_outputs_none", "bertc_onnx_int8")}
+             "onnx_outputs_none": ("bertc_onnx_full_int8_outputs_none", "bertc_onnx_int8"),
+             "onnx_w7": ("bertc_onnx_full_int8_w7", "bertc_onnx_int8_w7")}
     for target, (full, dyn) in pairs.items():
         for seq in seqs:
             a, b = (results.get(n, {}).get(f"ms_seq{seq}") for n in (full, dyn))

@@ -16,7 +16,8 @@ activation matmuls stay float) and its optional bias ``add(y, b)``:
   ``bertc.ops.quant.dynamic_quant_params`` applied to the range, so a calibrated
   and a run-time range give the same parameters).  One quantize per distinct
   activation: Q, K and V read one x and share one xq/xd.
-* Weights: ``quant_int8.quantize_symmetric`` per output column, q in [-127, 127],
+* Weights: ``quant_int8.quantize_symmetric`` per output column, q in [-127, 127]
+  (``weight_bits=7``: [-63, 63], for onnxruntime's u8 x s8 kernels; see quant_int8),
   zero points 0.
 * ``outputs=`` says whose results get the yq/yd pair: roles (below), ``all``
   (``true``) or ``none`` (``false``).  Default ``qkv,ffn_up``: the attention
@@ -55,9 +56,10 @@ sensitive groups float, one at a time, until the drop vs the float model
 <= target_drop.  The report records the ranking and what stayed float.
 
 ONNX (compiler/targets/onnx.py) lowers each such matmul, its bias and the two
-dequantizes to one com.microsoft MatMulIntegerToFloat on u8 x u8 integers (exact;
-u8 x s8 saturates on AVX2), measured 0.64-0.73x fp32's time on BERT-base-wide
-layers (benchmarks/quant_full.py).
+dequantizes to one com.microsoft MatMulIntegerToFloat: on u8 x u8 integers with
+8-bit weights (exact; u8 x s8 saturates on AVX2), measured 0.64-0.73x fp32's time on
+BERT-base-wide layers (benchmarks/quant_full.py); on u8 x s8 with ``weight_bits=7``
+(exact, since the pair sums fit in int16, and faster).
 
 Ranges come from ``graph.analyses["calibration"]`` (the ``calibrate`` pass),
 keyed by location (``bertc.analysis.ranges.value_keys``); they are all read
@@ -81,7 +83,7 @@ from bertc.ir.graph import Loc
 from bertc.pass_manager import Pass, PassContext, register_pass
 from bertc.runtime.fidelity import Fidelity
 
-from .quant_int8 import _eligible_matmul, _roles, quantize_symmetric
+from .quant_int8 import _eligible_matmul, _roles, check_weight_bits, quantize_symmetric
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class QuantFull(Pass):
     exclude: str = DEFAULT_EXCLUDE
     outputs: str = DEFAULT_OUTPUTS
     target_drop: float | None = None
+    weight_bits: int = 8
 
     # Measured on the tiny test BERT (tests/test_quant_full.py; 2 layers, hidden 64, minmax
     # ranges from random token ids; 98 rows: verify's DEFAULT_CASES, (8, 32), ten random 8x24):
@@ -154,6 +157,7 @@ class QuantFull(Pass):
         if "none" in words and len(words) > 1:
             raise ValueError(f"exclude={self.exclude!r}: 'none' (quantize everything eligible) stands alone")
         output_roles(self.outputs)  # validates
+        check_weight_bits(self.weight_bits)
 
     # ------------------------------------------------------------------ run
     def run(self, graph: Graph, ctx: PassContext) -> bool:
@@ -173,7 +177,7 @@ class QuantFull(Pass):
         if self.target_drop is not None and chosen:
             keep = self._tune(graph, chosen, ctx, tuning)
             chosen = [s for s in chosen if s.group not in keep]
-        n_act = rewrite_sites(graph, chosen, output_roles(self.outputs))
+        n_act = rewrite_sites(graph, chosen, output_roles(self.outputs), self.weight_bits)
         eliminate_dead_code(graph)
         _, bytes_after = graph.num_parameters()
         ctx.report[self.name] = self._report(cal, sites, chosen, excluded, n_act, bytes_before, bytes_after,
@@ -239,7 +243,7 @@ class QuantFull(Pass):
         def quantize(copy: Graph, groups: set[str]) -> None:
             sites = [s for s in find_sites(copy) if s.group in groups and s.key not in excluded
                      and s.x_range is not None and s.out_range is not None]
-            rewrite_sites(copy, sites, output_roles(self.outputs))
+            rewrite_sites(copy, sites, output_roles(self.outputs), self.weight_bits)
         return quantize
 
     def _tune(self, graph: Graph, chosen: list[Site], ctx: PassContext, tuning: dict[str, Any]) -> list[str]:
@@ -383,10 +387,11 @@ def output_roles(spec: str) -> frozenset[str]:
     return frozenset(roles)
 
 
-def rewrite_sites(graph: Graph, sites: list[Site], outputs: frozenset[str]) -> int:
+def rewrite_sites(graph: Graph, sites: list[Site], outputs: frozenset[str], weight_bits: int = 8) -> int:
     """Insert the quantize/dequantize form around each site, re-quantizing the results of the
-    sites whose role is in ``outputs``; returns how many activations got a quantize.  Sites must
-    come from ``find_sites`` on this graph (ranges read already)."""
+    sites whose role is in ``outputs``, kernels rounded to ``weight_bits``; returns how many
+    activations got a quantize.  Sites must come from ``find_sites`` on this graph (ranges
+    read already)."""
     acts: dict[int, Value] = {}  # id(x) -> its xd, shared by every matmul reading x
     weights: dict[int, Value] = {}  # id(W) -> its wd
     ours: set[int] = set()  # output dequantizes inserted here
@@ -397,7 +402,7 @@ def rewrite_sites(graph: Graph, sites: list[Site], outputs: frozenset[str]) -> i
             acts[id(x)] = x if id(x) in ours else _qdq(graph, x, s.x_range, before=op)
         wd = weights.get(id(w))
         if wd is None:
-            wd = weights[id(w)] = _weight_dequantize(graph, w, op)
+            wd = weights[id(w)] = _weight_dequantize(graph, w, op, weight_bits)
         new = graph.add("matmul", [acts[id(x)], wd], {}, op.loc, op.result.name, before=op)
         graph.replace_op(op, [new.result])
         if s.role in outputs:
@@ -418,8 +423,8 @@ def _qdq(graph: Graph, x: Value, rng: tuple[float, float], before: Op) -> Value:
                      before=before).result
 
 
-def _weight_dequantize(graph: Graph, w: Value, before: Op) -> Value:
-    q, scale = quantize_symmetric(w.const_value(), 1)
+def _weight_dequantize(graph: Graph, w: Value, before: Op, bits: int) -> Value:
+    q, scale = quantize_symmetric(w.const_value(), 1, bits)
     name, loc = w.producer.attrs["name"], w.producer.loc
     wq = graph.const(q, f"{name}_int8", loc, before=before)
     ws = graph.const(scale, f"{name}_scale", loc, before=before)

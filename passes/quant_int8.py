@@ -27,6 +27,17 @@ that one quantization step propagates through the later layers; measured, the
 logits then differ by up to ~1% of their range, the order of the quantization
 error itself.
 
+``weight_bits=7`` rounds the kernels to q in [-63, 63] (scale max|W| / 63): twice the
+weight error, for onnxruntime's faster integer kernels on x86.  Its u8 x s8 kernel
+(``vpmaddubsw``) adds pairs of u8 * s8 products into int16, which saturates on full
+int8 weights (255 * 127 * 2 > 32767) on CPUs without VNNI; with |q| <= 64 the pair
+sums fit (255 * 64 * 2 = 32640), so the ONNX target then stores the kernel as s8 and
+gets that path exactly.  With 8-bit weights it stores the kernel shifted into u8 (u8 x u8
+kernels: exact everywhere, slower).  Measured on BERT-base, AVX2 without VNNI
+(benchmarks/speed.py, docs/performance.md): 0.48 -> 0.40 of TF's time at 128 tokens,
+0.34 -> 0.31 at 16; Sara macro-F1 0.8770 -> 0.8737 on ONNX.  LiteRT takes either;
+7 bits only lose precision there.
+
 Embedding tables (embeddings=true) are weight-only: gather reads int8 rows
 and only those rows are dequantized (gather commutes with a dequantize that is
 per tensor or along the hidden axis), so the runtimes never hold a float copy.
@@ -58,17 +69,29 @@ ACT_SCHEMES: dict[str, dict] = {
 }
 
 
-def quantize_symmetric(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+WEIGHT_BITS = (7, 8)
+
+
+def check_weight_bits(bits: int) -> None:
+    if bits not in WEIGHT_BITS:
+        raise ValueError(f"weight_bits={bits!r}: 8 (q in [-127, 127]) or 7 (q in [-63, 63]: onnxruntime's "
+                         "fast u8 x s8 kernels, exact on every x86 CPU)")
+
+
+def quantize_symmetric(w: np.ndarray, axis: int | None, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 of ``w``: (q, scale), with one scale per index of ``axis`` (the
-    max over every other axis) or one per tensor.  q is in [-127, 127] so that
-    -q never overflows and XNNPACK's int8 kernels take it; an all-zero slice gets
-    scale 1 (any scale represents it exactly)."""
+    max over every other axis) or one per tensor.  q is in [-qmax, qmax], qmax =
+    2**(bits-1) - 1: 127 for 8 bits, so that -q never overflows and XNNPACK's int8
+    kernels take it; 63 for 7 bits (see QuantInt8.weight_bits).  An all-zero slice
+    gets scale 1 (any scale represents it exactly)."""
+    check_weight_bits(bits)
+    qmax = np.float32(2 ** (bits - 1) - 1)
     w = np.asarray(w, np.float32)
     reduce = None if axis is None else tuple(i for i in range(w.ndim) if i != axis)
     amax = np.abs(w).max(axis=reduce).astype(np.float32)
-    scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    scale = np.where(amax > 0, amax / qmax, np.float32(1)).astype(np.float32)
     shaped = scale if axis is None else scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)])
-    q = np.clip(np.rint(w / shaped), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(w / shaped), -qmax, qmax).astype(np.int8)
     return q, scale
 
 
@@ -90,6 +113,7 @@ class QuantInt8(Pass):
     embeddings: bool = False
     ops: str = "matmul"
     act: Literal["u8_tensor", "i8_row"] = "u8_tensor"
+    weight_bits: int = 8
 
     # Measured on the tiny test BERT (tests/test_quant.py) and BERT-sized stacks
     # (benchmarks/quantization.py): logits move by 1-3% of their range.  On
@@ -105,6 +129,7 @@ class QuantInt8(Pass):
         _ops_list(self.ops)
         if self.act not in ACT_SCHEMES:
             raise ValueError(f"act={self.act!r}: one of {', '.join(ACT_SCHEMES)}")
+        check_weight_bits(self.weight_bits)
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         from .dce import eliminate_dead_code
@@ -139,7 +164,7 @@ class QuantInt8(Pass):
         """(int8 weight, scale, zero point) constants for the float constant ``w``, made once
         per weight (a kernel shared by two ops stays one tensor)."""
         if id(w) not in cache:
-            q, scale = quantize_symmetric(w.const_value(), axis)
+            q, scale = quantize_symmetric(w.const_value(), axis, self.weight_bits)
             name, loc = w.producer.attrs["name"], w.producer.loc
             cache[id(w)] = (graph.const(q, f"{name}_int8", loc, before=before),
                             graph.const(scale, f"{name}_scale", loc, before=before),

@@ -37,6 +37,7 @@ from bertc.ir.printer import print_graph
 from bertc.ir.verifier import verify
 from bertc.ops.quant import dequantize_array, dynamic_quant_params, quantize_array
 from bertc.pass_manager import PassContext, PassManager, parse_pipeline
+from bertc.passes.quant_int8 import ACT_SCHEMES
 from bertc.runtime.fidelity import Fidelity, measure, pipeline_fidelity
 from bertc.runtime.session import ReferenceSession, open_session
 from bertc.runtime.verify import DEFAULT_CASES, feeds_for
@@ -400,9 +401,53 @@ def test_per_tensor_and_shared_kernels():
     assert not PassManager(parse_pipeline("quant_int8")).run(g)[0].changed  # nothing left to do
 
 
+def test_weight_bits_7_rounds_kernels_to_63_and_matches_the_ir(tf_bert, quant_bert):
+    graph, _ = quantized(tf_bert, "quant_int8{weight_bits=7}")
+    eight = {op.loc.primary: op for op in quant_bert["u8_tensor"]["graph"].ops_of("qmatmul")}
+    for op in graph.ops_of("qmatmul"):
+        q7, s7 = op.operands[1].const_value(), op.operands[2].const_value()
+        assert np.abs(q7).max() == 63  # each column's max maps to 63
+        s8 = eight[op.loc.primary].operands[2].const_value()
+        np.testing.assert_allclose(s7 * 63, s8 * 127, rtol=1e-6)  # the same max|W| per column
+    model = onnx.load_from_string(ONNX.lower(graph))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    kernels = [inits[n.input[1]] for n in model.graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    assert len(kernels) == 14 and all(k.dtype == np.int8 for k in kernels)  # s8: the u8 x s8 path
+    r = measure(ReferenceSession(graph), open_session(model.SerializeToString(), kind="onnx"),
+                quant_bert["feeds"], Fidelity(max_rel_error=SAME_SCHEME, min_argmax_agreement=1.0), CASES)
+    assert r.ok, r.failures
+
+
+@pytest.mark.parametrize("kmax, stored", [(64, np.int8), (65, np.uint8), (127, np.uint8)])
+def test_onnx_qmatmul_is_exact_where_u8_x_s8_would_saturate(kmax, stored):
+    """Full-range u8 activations (0 and 255) against kernels of +-kmax: u8 x s8 pair sums
+    (AVX2 vpmaddubsw, int16) stay exact up to |q| = 64 (255 * 64 * 2 = 32640) and saturate
+    from 65, so the lowering keeps s8 only up to 64 and shifts larger kernels into u8.
+    Either way onnxruntime must give the reference kernel's result bit for bit."""
+    rng = np.random.default_rng(3)
+    g = Graph()
+    x = g.add_input("x", TensorType("f32", ("n", 64)))
+    wq = np.where(rng.random((64, 32)) < 0.5, kmax, -kmax).astype(np.int8)
+    wq[:, :8] = kmax  # columns whose pair sums all reach 2 * 255 * kmax
+    ops = [g.const(wq, "kernel_int8"), g.const(np.full(32, 0.01, np.float32), "scale"),
+           g.const(np.zeros(32, np.int8), "zero_point")]
+    g.outputs["y"] = g.add("qmatmul", [x, *ops], {"axis": 1, **ACT_SCHEMES["u8_tensor"]}).result
+    feeds = {"x": np.where(rng.random((6, 64)) < 0.8, 1.0, -1.0).astype(np.float32)}  # u8 0 and 255
+    model = onnx.load_from_string(ONNX.lower(g))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    (node,) = model.graph.node
+    assert inits[node.input[1]].dtype == stored
+    want = run_graph(g, feeds)["y"]
+    got = open_session(model.SerializeToString(), kind="onnx").run(feeds)["y"]
+    np.testing.assert_array_equal(got, want)
+
+
 def test_pass_options_are_checked():
     with pytest.raises(BertcError, match="quantizes matmul"):
         parse_pipeline("quant_int8{ops=conv}")
+    for spec in ("quant_int8{weight_bits=4}", "calibrate,quant_full{weight_bits=9}"):
+        with pytest.raises(BertcError, match="weight_bits=.*8 .* or 7"):
+            parse_pipeline(spec)
     with pytest.raises(BertcError, match="must be one of"):
         parse_pipeline("quant_int8{act=u4}")
     assert parse_pipeline("quant_int8{ops=[matmul]}")[0].ops == "[matmul]"

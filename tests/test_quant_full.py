@@ -322,10 +322,12 @@ def test_stacked_dense_layers_reuse_the_quantized_output():
 
 
 @pytest.mark.parametrize("act", ["i8", "u8"])
-def test_onnx_int8_matmul_is_exact_on_full_range_data(act):
+@pytest.mark.parametrize("kmax, stored", [(127, np.uint8), (64, np.int8)])
+def test_onnx_int8_matmul_is_exact_on_full_range_data(act, kmax, stored):
     """Full-range activations and kernels: u8 x s8 kernels (AVX2 vpmaddubsw) would saturate
-    int16 pair sums here and miss by thousands; the lowering's u8 x u8 must match the
-    reference interpreter to f32 rounding of the rescale (1e-6 of the range)."""
+    int16 pair sums here and miss by thousands; the lowering's u8 x u8 (8-bit kernels) and
+    u8 x s8 (|q| <= 64, weight_bits=7) must match the reference interpreter to f32
+    rounding of the rescale (1e-6 of the range)."""
     from bertc.ir import Graph, TensorType
 
     rng = np.random.default_rng(7)
@@ -334,7 +336,7 @@ def test_onnx_int8_matmul_is_exact_on_full_range_data(act):
     zero = np.int8(-3) if act == "i8" else np.uint8(125)
     s, z = g.const(np.float32(0.5), "sx"), g.const(zero, "zx")
     xd = g.add("dequantize", [g.add("quantize", [x, s, z]).result, s, z]).result
-    wq = rng.choice(np.array([-127, -120, 120, 127], np.int8), (16, 8))
+    wq = rng.choice(np.array([-kmax, 3 - kmax, kmax - 3, kmax], np.int8), (16, 8))
     wd = g.add("dequantize", [g.const(wq, "wq"), g.const(np.full(8, 0.01, np.float32), "sw"),
                               g.const(np.zeros(8, np.int8), "zw")], {"axis": 1}).result
     y = g.add("matmul", [xd, wd]).result
@@ -342,6 +344,8 @@ def test_onnx_int8_matmul_is_exact_on_full_range_data(act):
     feeds = {"x": rng.choice(np.array([-64.0, 64.0], np.float32), (3, 4, 16))}  # saturates q at both ends
     model = onnx.load_from_string(ONNX.lower(g))
     assert [n.op_type for n in model.graph.node] == ["QuantizeLinear", "MatMulIntegerToFloat"]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits[model.graph.node[1].input[1]].dtype == stored
     want = run_graph(g, feeds)["y"]
     got = open_session(model.SerializeToString(), kind="onnx").run(feeds)["y"]
     assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()

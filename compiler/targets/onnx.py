@@ -463,6 +463,17 @@ def _u8(array: np.ndarray) -> np.ndarray:
     return (np.asarray(array).astype(np.int16) + 128).astype(np.uint8)
 
 
+# u8 x s8 pair sums stay inside int16 when every |kernel value| <= 64: 255 * 64 * 2 = 32640.
+U8S8_EXACT_MAX = 64
+
+
+def _u8s8_exact(kernel: Value, zero_point: Value) -> bool:
+    """A symmetric int8 kernel small enough (quant_int8/quant_full ``weight_bits=7``) that
+    onnxruntime's u8 x s8 kernels compute it exactly on every x86 CPU: the fast path."""
+    z = np.asarray(zero_point.const_value())
+    return not z.any() and int(np.abs(kernel.const_value().astype(np.int16)).max(initial=0)) <= U8S8_EXACT_MAX
+
+
 def _lower_qmatmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
     """DynamicQuantizeMatMul(a, b, b_scale, b_zero_point): onnxruntime quantizes ``a`` at run
     time to u8, asymmetric, per tensor (DynamicQuantizeLinear's rule), which is exactly the
@@ -472,11 +483,12 @@ def _lower_qmatmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None
     if (op.attrs["act_dtype"], op.attrs["act_symmetric"], op.attrs["act_per_row"]) != ("u8", False, False):
         logger.debug("qmatmul at %s: onnxruntime quantizes the activation u8 per tensor", op.loc)
     a, b, scale, zero_point = op.operands
-    if b.dtype == "i8" and b.is_const() and zero_point.is_const():
+    if b.dtype == "i8" and b.is_const() and zero_point.is_const() and not _u8s8_exact(b, zero_point):
         # u8 activation x s8 kernel saturates on AVX2 CPUs without VNNI (vpmaddubsw adds pairs
         # of products into int16): off by 0.33 of an op's range on BERT-like data, measured.
         # The kernel shifted by 128 with its zero point is the same integer product, u8 x u8,
         # which onnxruntime computes exactly on every x86 CPU (see _static_int8_matmul below).
+        # A 7-bit kernel stays s8: u8 x s8 is then exact, and faster.
         ins = [ins[0], e.const(_u8(b.const_value()), f"{b.producer.attrs['name']}_u8"), ins[2],
                e.const(_u8(zero_point.const_value()), "zero_point_u8")]
     add = folded_bias(op)
@@ -506,6 +518,8 @@ _LOWERINGS.update({"quantize": _lower_quantize, "dequantize": _lower_dequantize,
 # saturate(round(x/s) + z + 128) to [0, 255] is saturate(round(x/s) + z) to [-128, 127]
 # plus 128 exactly, and (q + 128) - (z + 128) = q - z, so the products are the IR's
 # (each op within 7e-7 of its range of the reference interpreter, f32 rescale order).
+# A kernel of 7-bit weights (|q| <= 64, ``weight_bits=7``) stays s8: u8 x s8 is then exact
+# and the fast path (_u8s8_exact).
 def _static_int8_matmul(op: Op) -> bool:
     """matmul of a per-tensor dequantized activation and a dequantized int8 constant kernel."""
     if op.kind != "matmul":
@@ -547,7 +561,7 @@ def _lower_matmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
     if not a_u8 and _u8_activation(xdq.operands[0].producer):  # else s8 x s8: exact, slower
         zx = e.const(_u8(xdq.operands[2].const_value()), "zero_point_u8")
         a_u8 = True
-    if a_u8:  # u8 x u8, never u8 x s8 (saturates)
+    if a_u8 and not _u8s8_exact(wdq.operands[0], wdq.operands[2]):  # u8 x u8, never a saturating u8 x s8
         w = wdq.operands[0]
         wq = e.const(_u8(w.const_value()), f"{w.producer.attrs['name']}_u8")
         zw = e.const(_u8(wdq.operands[2].const_value()), "zero_point_u8")
