@@ -43,7 +43,8 @@ spinning onnxruntime pool, or any runtime's idle threads, taxed whatever ran
 next (the 2026-11-25 Pareto runs measured 2-10x a quiet machine's latency, and
 in-process blocks still moved an artifact by 40% between runs).
 ``overhead_ms`` is the median latency of a one-token message: the per-call cost
-that no FLOP count shows.
+that no FLOP count shows; ``round_ms`` the median of each round (how much one
+process's timing moves with the machine's load).
 
 Results are appended to OUT/results.jsonl as each configuration finishes (a
 re-run skips the configurations already there), and OUT/results.json and
@@ -218,6 +219,7 @@ def latency(args, artifacts: dict[str, Path]) -> dict[str, dict]:
     idx = np.linspace(0, len(texts) - 1, min(args.latency_messages, len(texts))).round().astype(int)
     names = list(artifacts)
     times: dict[str, list[float]] = {k: [] for k in names}
+    round_ms: dict[str, list[float]] = {k: [] for k in names}
     overhead: dict[str, list[float]] = {k: [] for k in names}
     with tempfile.TemporaryDirectory() as tmp:
         msgs = Path(tmp) / "messages.npz"
@@ -235,10 +237,11 @@ def latency(args, artifacts: dict[str, Path]) -> dict[str, dict]:
                     raise RuntimeError(f"timing {k} failed:\n{proc.stderr[-2000:]}")
                 got = json.loads(out.read_text())
                 times[k] += got["times"]
+                round_ms[k].append(round(float(np.median(got["times"])), 3))
                 overhead[k] += got["overhead"]
     lengths = [int(arrays[f"input_ids_{j}"].shape[1]) for j in range(len(idx))]
     return {k: {"median_ms": round(float(np.median(t)), 3), "p90_ms": round(float(np.percentile(t, 90)), 3),
-                "overhead_ms": round(float(np.median(overhead[k])), 3),
+                "overhead_ms": round(float(np.median(overhead[k])), 3), "round_ms": round_ms[k],
                 "messages": len(idx), "rounds": args.rounds, "mean_tokens": round(float(np.mean(lengths)), 1)}
             for k, t in times.items()}
 
