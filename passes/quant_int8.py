@@ -137,7 +137,7 @@ class QuantInt8(Pass):
         _, bytes_before = graph.num_parameters()
         roles = _roles(graph)
         done: dict[str, int] = {}
-        cache: dict[int, tuple[Value, Value, Value]] = {}
+        cache: dict[tuple[int, int], tuple[Value, Value, Value]] = {}
         if "matmul" in _ops_list(self.ops):
             for op in graph:
                 if _eligible_matmul(op):
@@ -159,22 +159,23 @@ class QuantInt8(Pass):
         return bool(done) or gathers > 0
 
     # ------------------------------------------------------------------ rewrites
-    def _quantized(self, graph: Graph, w: Value, axis: int | None, before: Op,
-                   cache: dict[int, tuple[Value, Value, Value]]) -> tuple[Value, Value, Value]:
+    def _quantized(self, graph: Graph, w: Value, axis: int | None, bits: int, before: Op,
+                   cache: dict[tuple[int, int], tuple[Value, Value, Value]]) -> tuple[Value, Value, Value]:
         """(int8 weight, scale, zero point) constants for the float constant ``w``, made once
-        per weight (a kernel shared by two ops stays one tensor)."""
-        if id(w) not in cache:
-            q, scale = quantize_symmetric(w.const_value(), axis, self.weight_bits)
+        per weight and width (a kernel shared by two ops stays one tensor)."""
+        key = (id(w), bits)
+        if key not in cache:
+            q, scale = quantize_symmetric(w.const_value(), axis, bits)
             name, loc = w.producer.attrs["name"], w.producer.loc
-            cache[id(w)] = (graph.const(q, f"{name}_int8", loc, before=before),
-                            graph.const(scale, f"{name}_scale", loc, before=before),
-                            graph.const(np.zeros_like(q, shape=scale.shape), f"{name}_zero_point", loc,
-                                        before=before))
-        return cache[id(w)]
+            cache[key] = (graph.const(q, f"{name}_int8", loc, before=before),
+                          graph.const(scale, f"{name}_scale", loc, before=before),
+                          graph.const(np.zeros_like(q, shape=scale.shape), f"{name}_zero_point", loc,
+                                      before=before))
+        return cache[key]
 
     def _rewrite_matmul(self, graph: Graph, op: Op, cache) -> None:
         x, w = op.operands
-        q, scale, zero = self._quantized(graph, w, 1 if self.per_channel else None, op, cache)
+        q, scale, zero = self._quantized(graph, w, 1 if self.per_channel else None, self.weight_bits, op, cache)
         attrs = {"axis": 1 if self.per_channel else None, **ACT_SCHEMES[self.act]}
         new = graph.add("qmatmul", [x, q, scale, zero], attrs, op.loc, op.result.name, before=op)
         graph.replace_op(op, [new.result])
@@ -182,7 +183,7 @@ class QuantInt8(Pass):
     def _rewrite_gather(self, graph: Graph, op: Op, cache) -> None:
         table, ids = op.operands
         axis = 1 if self.per_channel else None
-        q, scale, zero = self._quantized(graph, table, axis, op, cache)
+        q, scale, zero = self._quantized(graph, table, axis, 8, op, cache)  # gathers gain nothing from 7 bits
         rows = graph.add("gather", [q, ids], {"axis": 0}, op.loc, f"{op.result.name}_int8", before=op)
         out_axis = None if axis is None else rows.result.type.rank - 1
         new = graph.add("dequantize", [rows.result, scale, zero], {"axis": out_axis}, op.loc,

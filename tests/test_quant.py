@@ -402,7 +402,9 @@ def test_per_tensor_and_shared_kernels():
 
 
 def test_weight_bits_7_rounds_kernels_to_63_and_matches_the_ir(tf_bert, quant_bert):
-    graph, _ = quantized(tf_bert, "quant_int8{weight_bits=7}")
+    graph, _ = quantized(tf_bert, "quant_int8{weight_bits=7,embeddings=true}")
+    tables = [op.operands[0].const_value() for op in graph.ops_of("gather") if op.operands[0].dtype == "i8"]
+    assert tables and all(np.abs(t).max() == 127 for t in tables)  # gathers gain nothing from 7 bits
     eight = {op.loc.primary: op for op in quant_bert["u8_tensor"]["graph"].ops_of("qmatmul")}
     for op in graph.ops_of("qmatmul"):
         q7, s7 = op.operands[1].const_value(), op.operands[2].const_value()
