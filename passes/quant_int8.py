@@ -74,8 +74,8 @@ WEIGHT_BITS = (7, 8)
 
 def check_weight_bits(bits: int) -> None:
     if bits not in WEIGHT_BITS:
-        raise ValueError(f"weight_bits={bits!r}: 8 (q in [-127, 127]) or 7 (q in [-63, 63]: onnxruntime's "
-                         "fast u8 x s8 kernels, exact on every x86 CPU)")
+        raise ValueError(f"weight_bits={bits!r}: use 8 (q in [-127, 127], the default) or 7 (q in [-63, 63]: "
+                         "onnxruntime's faster u8 x s8 kernels, exact on every x86 CPU)")
 
 
 def quantize_symmetric(w: np.ndarray, axis: int | None, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
