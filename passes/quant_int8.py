@@ -34,9 +34,9 @@ int8 weights (255 * 127 * 2 > 32767) on CPUs without VNNI; with |q| <= 64 the pa
 sums fit (255 * 64 * 2 = 32640), so the ONNX target then stores the kernel as s8 and
 gets that path exactly.  With 8-bit weights it stores the kernel shifted into u8 (u8 x u8
 kernels: exact everywhere, slower).  Measured on BERT-base, AVX2 without VNNI
-(benchmarks/speed.py, docs/performance.md): 0.48 -> 0.40 of TF's time at 128 tokens,
-0.34 -> 0.31 at 16; Sara macro-F1 0.8770 -> 0.8737 on ONNX.  LiteRT takes either;
-7 bits only lose precision there.
+(benchmarks/speed.py, three runs, docs/performance.md): 0.84-0.86x the 8-bit time at
+128 tokens, 0.89-0.93x at 16; Sara macro-F1 0.8770 -> 0.8737 on ONNX.  LiteRT takes
+either; 7 bits only lose precision there.
 
 Embedding tables (embeddings=true) are weight-only: gather reads int8 rows
 and only those rows are dequantized (gather commutes with a dequantize that is
