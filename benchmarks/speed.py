@@ -17,6 +17,8 @@ Variants (batch 1, ``--threads`` intra-op threads each, every one fed the same i
   bertc_onnx_int8_w7 / bertc_onnx_full_int8_w7   quant_int8{weight_bits=7} and
                              calibrate,quant_full{outputs=none,weight_bits=7}: 7-bit kernels, which
                              onnxruntime runs on its u8 x s8 path exactly (8-bit ones run u8 x u8)
+  bertc_*_sliced             the same after sink_row_slice: the last layer computes only the
+                             [CLS] row that the pooler reads (fp32 on both targets; int8 w7 on ONNX)
   tf2onnx_static_int8        onnxruntime.quantization.quantize_static (QDQ, MinMax, per channel)
   tflite_converter_fp32      tf.lite.TFLiteConverter (builtins)
   tflite_converter_int8      the same with optimizations=[DEFAULT] (dynamic range)
@@ -158,6 +160,11 @@ def build(cache: Path, sizes: list[str]) -> dict[str, dict]:
         "bertc_full_w7": (cache / "bertc_full_w7" / "model.onnx",
                           _bertc(model, cache / "bertc_full_w7", "onnx",
                                  f"{QUANT_FULL}{{outputs=none,weight_bits=7}}")),
+        "bertc_sliced": (cache / "bertc_sliced" / "model.onnx",
+                         _bertc(model, cache / "bertc_sliced", "all", "sink_row_slice")),
+        "bertc_int8_w7_sliced": (cache / "bertc_int8_w7_sliced" / "model.onnx",
+                                 _bertc(model, cache / "bertc_int8_w7_sliced", "onnx",
+                                        "sink_row_slice,quant_int8{weight_bits=7}")),
         "tflite_converter_fp32": (cache / "tflite_conv_fp32.tflite",
                                   lambda: _child([py, "-c", _TFLITE_CONVERT, str(model),
                                                   str(cache / "tflite_conv_fp32.tflite"), "fp32"],
@@ -216,6 +223,8 @@ def variants(cache: Path) -> dict[str, tuple[str, Path, dict, str]]:
         "bertc_onnx_fp32": bertc("bertc_fp32", "onnx"),
         "bertc_onnx_fp32_fused": bertc("bertc_fused", "onnx"),
         "bertc_tflite_fp32": bertc("bertc_fp32", "tflite"),
+        "bertc_onnx_fp32_sliced": bertc("bertc_sliced", "onnx"),
+        "bertc_tflite_fp32_sliced": bertc("bertc_sliced", "tflite"),
         "bertc_onnx_int8": bertc("bertc_int8", "onnx"),
         "bertc_tflite_int8": bertc("bertc_int8", "tflite"),
         "bertc_onnx_full_int8": bertc("bertc_full", "onnx"),
@@ -224,6 +233,7 @@ def variants(cache: Path) -> dict[str, tuple[str, Path, dict, str]]:
         "bertc_onnx_full_int8_fused": bertc("bertc_full_fused", "onnx"),
         "bertc_onnx_int8_w7": bertc("bertc_int8_w7", "onnx"),
         "bertc_onnx_full_int8_w7": bertc("bertc_full_w7", "onnx"),
+        "bertc_onnx_int8_w7_sliced": bertc("bertc_int8_w7_sliced", "onnx"),
         "bertc_tflite_full_int8": bertc("bertc_full", "tflite"),
         "tf2onnx_static_int8": ("onnx", cache / "tf2onnx_static_int8.onnx", {}, "tf2onnx_static_int8"),
         "tflite_converter_fp32": ("tflite", cache / "tflite_conv_fp32.tflite", {}, "tflite_converter_fp32"),

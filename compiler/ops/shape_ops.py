@@ -89,6 +89,8 @@ def _slice_dim(d, start, end, step):
     if step == 1 and isinstance(start, int) and start >= 0 and not isinstance(end, int):
         if start == 0:
             return end  # x[:n] with a symbolic n; the kernel clamps, BERT never overruns
+    if step == 1 and start == 0 and end == 1:
+        return 1  # x[:1] of a symbolic dim (a [CLS] token): dims are never empty here
     return UNKNOWN
 
 
