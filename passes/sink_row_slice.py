@@ -22,14 +22,20 @@ result has no other reader and ``op`` is, along the sliced axis:
 * ``matmul``: along a row (or batch) axis the left operand is sliced (the right
   one only along a shared batch axis), along the column axis the right one;
 * ``einsum`` where it is a free output index: each operand carrying it is sliced;
+* ``quantize`` / ``dequantize`` with fixed parameters (quant_full's static form)
+  unless they are per-axis along it; ``qmatmul`` only with one range per row
+  (``act=i8_row``);
 * ``transpose`` (the slice moves to the permuted axis) or ``reshape`` that keeps
   every dim up to that axis (``0`` in the target, or ``-1`` at the axis itself).
 
 Anything else stops it, and so does a value read elsewhere too (identical slices
-of one value are first merged into one).  Quantized matmuls stop it on purpose:
-a per-tensor activation range over fewer rows would change their numbers.  So run
-this pass after pruning and before ``quant_int8`` / ``quant_full`` and the fusions
-(fused ops stop it too).
+of one value are first merged into one), unless the op is a cheap quantize or
+dequantize: that one is computed twice, whole for its other readers and sliced
+here, so that quant_full's quantize -> dequantize -> matmul chain (one
+MatMulIntegerToFloat on ONNX) stays intact on the sliced rows.  quant_int8's default qmatmul stops it on
+purpose: its activation range is taken over every row at run time, and fewer rows
+could change it.  So run this pass after pruning and before ``quant_int8`` and the
+fusions (fused ops stop it too).
 
 Slices with a step, several axes, or run-time bounds are left alone.
 """
@@ -42,6 +48,9 @@ from bertc.ir import Graph, Op, Value
 from bertc.ir.types import UNKNOWN
 from bertc.pass_manager import Pass, PassContext, register_pass
 
+# cheap ops worth computing twice (whole for their other readers, sliced for this one): a
+# static int8 matmul's quantize -> dequantize pair stays whole, which its lowering needs
+CLONABLE = frozenset({"quantize", "dequantize"})
 # element-wise with numpy broadcasting (unary, binary, and where's select)
 ELEMENTWISE = frozenset({"neg", "abs", "sqrt", "rsqrt", "exp", "log", "tanh", "erf", "sigmoid", "relu",
                          "reciprocal", "gelu", "cast", "identity",
@@ -102,7 +111,8 @@ def _sink(graph: Graph, s: Op) -> bool:
     p = v.producer
     if p is None or p.kind == "const" or len(p.results) != 1:
         return False
-    if len(v.uses) != 1 or any(o is v for o in graph.outputs.values()):
+    shared = len(v.uses) != 1 or any(o is v for o in graph.outputs.values())
+    if shared and p.kind not in CLONABLE:
         return False
     a = _axis(s)
     plan = _plan(p, a)
@@ -117,7 +127,8 @@ def _sink(graph: Graph, s: Op) -> bool:
             new_operands.append(graph.add("slice", [operand], attrs, s.loc, f"{operand.name}_rows", before=p).result)
     new = graph.add(p.kind, new_operands, dict(p.attrs), p.loc, v.name, before=p)
     graph.replace_op(s, [new.result])
-    graph.erase(p)
+    if not shared:
+        graph.erase(p)
     return True
 
 
@@ -152,6 +163,11 @@ def _plan(p: Op, a: int) -> list[int | None] | None:
         if wa < 0 or w.type.shape[wa] == 1:
             return [a, None]
         return [a, wa] if w.type.shape[wa] == x.type.shape[a] else None
+    if p.kind in ("quantize", "dequantize"):  # fixed parameters: element-wise unless per-axis along a
+        axis = p.attrs["axis"]
+        return None if axis is not None and axis % r == a else [a, None, None]
+    if p.kind == "qmatmul":  # quantized at run time: row-wise only with one range per row
+        return [a, None, None, None] if p.attrs["act_per_row"] and a < r - 1 else None
     if p.kind == "einsum":
         return _einsum_plan(p, a)
     if p.kind == "transpose":
