@@ -138,3 +138,23 @@ def test_passes_fixed_and_per_row_quantization(tf_bert, spec):
         span = float(np.ptp(before[k]))
         assert np.abs(after[k] - before[k]).max() <= 0.02 * span, k
         assert (after[k].argmax(-1) == before[k].argmax(-1)).all()
+
+
+def test_static_int8_matmuls_stay_integer_on_onnx(tf_bert):
+    """Q, K and V share one quantized activation: the slice clones its quantize/dequantize
+    pair instead of stopping between them, so every dense layer is still one
+    MatMulIntegerToFloat."""
+    import onnx
+
+    from bertc.targets.onnx import TARGET as ONNX
+
+    g = tf_bert.graph()
+    _run(g, "calibrate,quant_full")
+
+    def integer_matmuls(graph) -> int:
+        return [n.op_type for n in onnx.load_from_string(ONNX.lower(graph)).graph.node].count("MatMulIntegerToFloat")
+
+    before = integer_matmuls(g)
+    _run(g)
+    assert integer_matmuls(g) == before > 0
+    assert any(op.kind == "quantize" and op.result.type.shape[1] == 1 for op in g.ops)  # quantized one row
