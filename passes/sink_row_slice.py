@@ -9,7 +9,8 @@ Everything between ``%x`` and ``%h`` works on each row of the seq axis alone,
 except attention, whose row i reads query row i and *every* key and value row.
 So the slice can move up, op by op, until it sits on the query projection's
 input and on the residual, and the last layer's Q projection, attention output,
-layer norms and FFN run on one row instead of ``seq``: ~7% of BERT-base's work.
+layer norms and FFN run on one row instead of ``seq``: 6.5% / 6.9% of BERT-base's
+multiply-adds at 16 / 128 tokens (counted from the layer shapes; measured 3-10% faster).
 The result is the same computation (each row is computed as before; only the
 float summation order inside a kernel may differ).
 
