@@ -1,9 +1,10 @@
 """Which passes make a graph legal for a target, and the report `bertc check` prints.
 
 Each target lists what it runs natively (its capability table); each
-legalization pass declares the op kinds it rewrites (``legalizes``).  An op a
-target lacks is either rewritten by such a pass or reported with the reason
-no pass can.
+legalization pass declares the op kinds it rewrites (``legalizes``) or the
+dtypes it rewrites on any op kind (``legalizes_dtypes``: legalize_f64 takes
+f64 off every op).  An op a target lacks is either rewritten by such passes or
+reported with the reason no pass can.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
-from .ir.graph import Graph
+from .ir.graph import Graph, Op
 from .pass_manager import Pass, all_passes
 from .targets.base import Target, Unsupported
 
@@ -28,6 +29,35 @@ def legalizers() -> dict[str, type[Pass]]:
     return out
 
 
+def dtype_legalizers() -> dict[str, type[Pass]]:
+    """dtype -> the pass that rewrites it away, whatever the op kind."""
+    out: dict[str, type[Pass]] = {}
+    for cls in all_passes().values():
+        for dtype in getattr(cls, "legalizes_dtypes", ()):
+            out.setdefault(dtype, cls)
+    return out
+
+
+def rewrites_for(op: Op) -> tuple[str, ...]:
+    """The passes that make an unsupported ``op`` legal, in the order they must run.
+
+    A dtype pass comes first: it changes the dtypes (f64 -> f32 or an integer
+    table) that a kind pass (legalize_erf on f32) then sees.
+    """
+    by_dtype = dtype_legalizers()
+    names = [by_dtype[v.dtype].name for v in (*op.operands, *op.results) if v.dtype in by_dtype]
+    kind = legalizers().get(op.kind)
+    if kind is not None:
+        names.append(kind.name)
+    return tuple(dict.fromkeys(names))
+
+
+def explain(op: Op) -> str:
+    """'pass X rewrites it' or 'no pass rewrites it': the fix to print next to an unsupported op."""
+    names = rewrites_for(op)
+    return f"pass {', then '.join(names)} rewrites it" if names else "no pass rewrites it"
+
+
 @dataclass
 class Finding:
     target: str
@@ -35,32 +65,37 @@ class Finding:
     count: int
     locations: list[str]
     reason: str
-    rewrite: str | None  # pass name, or None when no pass rewrites it
+    rewrites: tuple[str, ...]  # pass names in running order; () when no pass rewrites it
+
+    @property
+    def rewrite(self) -> str | None:
+        """The fix as text ('legalize_f64, then legalize_erf'), or None."""
+        return ", then ".join(self.rewrites) or None
 
 
 def findings(graph: Graph, targets: list[Target]) -> list[Finding]:
-    table = legalizers()
     out = []
     for target in targets:
-        by_kind: dict[tuple[str, str], list[Unsupported]] = {}
+        by_kind: dict[tuple[str, str, tuple[str, ...]], list[Unsupported]] = {}
         for u in target.unsupported(graph):
-            by_kind.setdefault((u.op.kind, u.reason), []).append(u)
-        for (kind, reason), items in sorted(by_kind.items()):
-            cls = table.get(kind)
+            by_kind.setdefault((u.op.kind, u.reason, rewrites_for(u.op)), []).append(u)
+        for (kind, reason, rewrites), items in sorted(by_kind.items()):
             out.append(Finding(target.name, kind, len(items), [u.op.loc.primary for u in items], reason,
-                               cls.name if cls else None))
+                               rewrites))
     return out
 
 
 def plan(graph: Graph, targets: list[Target]) -> list[Pass]:
-    """The legalization passes (in registry order) plus cleanup that the graph needs."""
-    needed = {f.rewrite for f in findings(graph, targets) if f.rewrite}
+    """The legalization passes plus cleanup that the graph needs: dtype passes first (they
+    change what the kind passes see), then kind passes, each group in registry order."""
+    needed = {name for f in findings(graph, targets) for name in f.rewrites}
     if not needed:
         return []
     passes = all_passes()
     names = ",".join(t.name for t in targets)
+    dtype_passes = {cls.name for cls in dtype_legalizers().values()}
     chosen: list[Pass] = []
-    for name in sorted(needed):
+    for name in sorted(needed, key=lambda n: (n not in dtype_passes, n)):
         cls = passes[name]
         # Target-aware passes rewrite only the forms the chosen targets cannot run.
         fields = {f.name for f in dataclasses.fields(cls)}
