@@ -3,9 +3,10 @@
 Keras and Hugging Face compute reshape targets from ``tf.shape(x)`` at run
 time.  Symbolic evaluation knows those values as dims (``[batch, seq, 4, 16]``);
 this pass rewrites them in ONNX's relative form (``{shape=[0, 0, 4, 16]}``: 0
-copies the input dim, -1 is inferred), and likewise for expand, tile, slice and
-scatter_nd.  The ``tf.shape`` arithmetic then becomes dead and disappears, and
-targets see static attributes instead of shape subgraphs.
+copies the input dim, -1 is inferred), and likewise for expand, tile, slice,
+scatter_nd, one_hot depths and pad paddings.  The ``tf.shape`` arithmetic then
+becomes dead and disappears, and targets see static attributes instead of
+shape subgraphs.
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ def simplify(graph: Graph, op: Op) -> bool:
     elif op.kind == "scatter_nd" and len(op.operands) == 3 and _static(op.operands[2].sym) is not None:
         new = graph.add("scatter_nd", op.operands[:2], {"shape": _static(op.operands[2].sym)}, op.loc,
                         op.result.name, before=op)
+    elif op.kind == "one_hot" and len(op.operands) == 2 and _static(op.operands[1].sym) is not None:
+        new = graph.add("one_hot", [x], {**op.attrs, "depth": _static(op.operands[1].sym)[0]}, op.loc,
+                        op.result.name, before=op)
+    elif op.kind == "pad" and len(op.operands) == 2 and op.operands[1].const_value() is not None:
+        pads = [int(p) for p in op.operands[1].const_value().reshape(-1)]
+        new = graph.add("pad", [x], {**op.attrs, "pads": pads}, op.loc, op.result.name, before=op)
     elif op.kind == "slice" and len(op.operands) == 3:
         starts, ends = _static(op.operands[1].sym), op.operands[2].sym
         if starts is None or ends is None:

@@ -86,4 +86,15 @@ class TFLiteSession:
         for name, index in self._inputs:
             self.interpreter.set_tensor(index, arrays[name])
         self.interpreter.invoke()
-        return {name: self.interpreter.get_tensor(index) for name, index in self._outputs}
+        return {name: self._output(index) for name, index in self._outputs}
+
+    def _output(self, index: int) -> np.ndarray:
+        """An output tensor's value; LiteRT's Python binding cannot return an empty one
+        (``tf.where`` of an all-false mask), so that one is built from its shape."""
+        try:
+            return self.interpreter.get_tensor(index)
+        except ValueError:
+            detail = next(d for d in self.interpreter.get_output_details() if d["index"] == index)
+            if 0 not in detail["shape"]:
+                raise
+            return np.zeros(detail["shape"], detail["dtype"])

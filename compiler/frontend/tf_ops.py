@@ -8,6 +8,8 @@ Pack) are spelled with core ops here, so passes and targets never see them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..ir.graph import Value
@@ -44,13 +46,14 @@ def _placeholder(ctx, node, ins):
 
 # ------------------------------------------------------------------ elementwise
 _BINARY = {"Add": "add", "AddV2": "add", "BiasAdd": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "div",
-           "Div": "div", "FloorDiv": "div", "Maximum": "maximum", "Minimum": "minimum", "Pow": "pow",
+           "Div": "div", "FloorDiv": "div", "FloorMod": "mod", "Maximum": "maximum", "Minimum": "minimum", "Pow": "pow",
            "Equal": "equal", "NotEqual": "not_equal", "Less": "less", "LessEqual": "less_equal",
            "Greater": "greater", "GreaterEqual": "greater_equal", "LogicalAnd": "logical_and",
            "LogicalOr": "logical_or"}
 _UNARY = {"Neg": "neg", "Abs": "abs", "Sqrt": "sqrt", "Rsqrt": "rsqrt", "Exp": "exp", "Log": "log",
           "Tanh": "tanh", "Erf": "erf", "Sigmoid": "sigmoid", "Relu": "relu", "Reciprocal": "reciprocal",
-          "Inv": "reciprocal", "LogicalNot": "logical_not"}
+          "Inv": "reciprocal", "LogicalNot": "logical_not", "Floor": "floor", "Ceil": "ceil",
+          "Round": "round", "Sign": "sign", "Sin": "sin", "Cos": "cos"}
 
 
 @handler(*_BINARY)
@@ -58,7 +61,7 @@ def _binary(ctx, node, ins):
     if node.op == "BiasAdd" and ctx.attr("data_format", "NHWC") != "NHWC":
         raise OpError("BiasAdd with data_format NCHW is not supported")
     if node.op == "FloorDiv" and ins[0].dtype in FLOAT_DTYPES:
-        raise OpError("FloorDiv on floating-point operands is not supported (the IR has no floor op)")
+        return ctx.emit("floor", [ctx.emit("div", ins[:2])])
     if node.op == "Div" and ins[0].dtype in SIGNED_INT_DTYPES:
         return _truncating_div(ctx, ins[0], ins[1])
     return ctx.emit(_BINARY[node.op], ins[:2])
@@ -284,78 +287,131 @@ def _gather(ctx, node, ins):
 
 @handler("OneHot")
 def _one_hot(ctx, node, ins):
+    """The depth is an attribute when known, else an operand (``depth=tf.shape(x)[1]``)."""
     idx, depth, on, off = ins
-    return ctx.emit("one_hot", [idx], {
-        "depth": int(ctx.const_of(depth).reshape(())), "on_value": float(ctx.const_of(on).reshape(())),
-        "off_value": float(ctx.const_of(off).reshape(())), "axis": ctx.attr("axis", -1),
-        "dtype": ctx.attr("T")})
+    attrs = {"on_value": float(ctx.const_of(on).reshape(())), "off_value": float(ctx.const_of(off).reshape(())),
+             "axis": ctx.attr("axis", -1), "dtype": ctx.attr("T")}
+    known = depth.const_value() if depth.const_value() is not None else (
+        np.asarray(depth.sym) if depth.sym is not None and all(isinstance(d, int) for d in depth.sym) else None)
+    if known is not None:
+        return ctx.emit("one_hot", [idx], {**attrs, "depth": int(np.asarray(known).reshape(()))})
+    return ctx.emit("one_hot", [idx, depth], attrs)
 
 
-def _emit_slice(ctx, x: Value, items: list[tuple[int, int, object, int, int]], end_src: Value) -> Value:
-    """Emit one slice from (axis, start, end, step, index in end_src) items.
+@dataclass(frozen=True)
+class _At:
+    """A slice bound read at run time: element ``index`` of ``src`` (a begin/end/size
+    vector); ``shrink_end`` makes it the end of a one-element slice starting there."""
 
-    An end that is a symbol equal to the whole axis becomes INT_MAX; other
-    symbolic ends are read at run time from ``end_src`` (a gather of its
-    entries), and shape inference still knows them symbolically.
+    src: Value
+    index: int
+    shrink_end: bool = False
+
+    @property
+    def sym(self):
+        """What shape inference knows of it: an int, a symbol, or None."""
+        if self.src.sym is None or self.shrink_end:
+            return None
+        return self.src.sym[self.index]
+
+
+def _bound(known, src: Value, i: int):
+    """A literal int where the value is one, else a run-time read of ``src[i]``."""
+    return known if isinstance(known, int) else _At(src, i)
+
+
+def _emit_slice(ctx, x: Value, items: list[tuple[int, int | _At, int | _At, int]]) -> Value:
+    """Emit one slice from (axis, start, end, step) items.
+
+    An end equal to the whole axis (symbolically) becomes INT_MAX; other bounds
+    not known as integers are read at run time from the vectors they came from,
+    and symbolic evaluation still knows their value where the graph does.
     """
     def whole(ax, e0, st) -> bool:
-        dim = x.shape[ax]
-        return st == 1 and (e0 == dim or (isinstance(e0, int) and isinstance(dim, int) and e0 >= dim))
+        dim, e = x.shape[ax], e0.sym if isinstance(e0, _At) else e0
+        return st == 1 and (e == dim or (isinstance(e, int) and isinstance(dim, int) and e >= dim))
 
-    items = [(ax, s0, INT_MAX if whole(ax, e0, st) else e0, st, src) for ax, s0, e0, st, src in items]
+    items = [(ax, s0, INT_MAX if whole(ax, e0, st) else e0, st) for ax, s0, e0, st in items]
     items = [it for it in items if not (it[1] == 0 and it[2] == INT_MAX and it[3] == 1)]
     if not items:
         return x
     axes = [it[0] for it in items]
     steps = [it[3] for it in items]
     attrs = {"axes": axes, "steps": steps if any(st != 1 for st in steps) else []}
-    starts = [it[1] for it in items]
-    if any(not isinstance(s0, int) for s0 in starts):
-        raise OpError("slicing from a start computed at run time is not supported")
-    if all(isinstance(it[2], int) for it in items):
-        return ctx.emit("slice", [x], {**attrs, "starts": starts, "ends": [it[2] for it in items]})
-    if not all(isinstance(it[2], str) for it in items):
-        raise OpError("slicing with a mix of constant and run-time ends is not supported")
-    idx = ctx.const(np.array([it[4] for it in items], np.int64), ctx.name + "/end_index")
-    ends = ctx.emit("gather", [end_src, idx], {"axis": 0})
-    if ends.dtype != "i64":
-        ends = ctx.emit("cast", [ends], {"to": "i64"})
-    return ctx.emit("slice", [x, ctx.const(np.array(starts, np.int64), ctx.name + "/starts"), ends], attrs)
+    starts, ends = [it[1] for it in items], [it[2] for it in items]
+    if all(isinstance(v, int) for v in (*starts, *ends)):
+        return ctx.emit("slice", [x], {**attrs, "starts": starts, "ends": ends})
+    return ctx.emit("slice", [x, _bound_vector(ctx, starts, "starts"), _bound_vector(ctx, ends, "ends")], attrs)
+
+
+def _bound_vector(ctx, bounds: list, what: str) -> Value:
+    """An i64 vector of literal and run-time bounds (runs of literals share one constant)."""
+    pieces: list[Value] = []
+    literals: list[int] = []
+
+    def flush() -> None:
+        if literals:
+            pieces.append(ctx.const(np.array(literals, np.int64), f"{ctx.name}/{what}"))
+            literals.clear()
+
+    for b in bounds:
+        if isinstance(b, int):
+            literals.append(b)
+            continue
+        flush()
+        v = ctx.emit("gather", [b.src, ctx.const(np.array([b.index], np.int64), f"{ctx.name}/{what}_index")],
+                     {"axis": 0})
+        if v.dtype != "i64":
+            v = ctx.emit("cast", [v], {"to": "i64"})
+        if b.shrink_end:  # x[i]: the end is i + 1, or the whole axis when i is -1
+            one = ctx.const(np.array(1, np.int64), f"{ctx.name}/one")
+            last = ctx.emit("equal", [v, ctx.const(np.array(-1, np.int64), f"{ctx.name}/minus_one")])
+            v = ctx.emit("where", [last, ctx.const(np.array(INT_MAX, np.int64), f"{ctx.name}/open_end"),
+                                   ctx.emit("add", [v, one])])
+        pieces.append(v)
+    flush()
+    return pieces[0] if len(pieces) == 1 else ctx.emit("concat", pieces, {"axis": 0})
 
 
 @handler("Slice")
 def _slice(ctx, node, ins):
+    """x[begin : begin + size] per axis; size -1 runs to the end."""
     x, begin, size = ins
-    b = [int(v) for v in ctx.const_of(begin)]
-    sz = size.sym
-    if sz is None:
-        raise OpError("Slice with a size computed at run time is not supported")
-    items = []
-    for i, (b0, s0) in enumerate(zip(b, sz)):
-        if s0 == -1:
-            items.append((i, b0, INT_MAX, 1, i))
-        elif isinstance(s0, int):
-            items.append((i, b0, b0 + s0, 1, i))
-        elif b0 == 0:
-            items.append((i, 0, s0, 1, i))
+    b, sz = begin.sym, size.sym
+    if b is not None and sz is not None and all(isinstance(v, int) for v in b):
+        items = []
+        for i, (b0, s0) in enumerate(zip(b, sz)):
+            if s0 == -1:
+                items.append((i, b0, INT_MAX, 1))
+            elif isinstance(s0, int):
+                items.append((i, b0, b0 + s0, 1))
+            elif b0 == 0:
+                items.append((i, 0, _At(size, i), 1))
+            else:
+                break
         else:
-            raise OpError("Slice from a non-zero start with a symbolic size is not supported")
-    return _emit_slice(ctx, x, items, size)
+            return _emit_slice(ctx, x, items)
+    # bounds known only at run time: ends = begin + size, or INT_MAX where size is -1
+    b64 = begin if begin.dtype == "i64" else ctx.emit("cast", [begin], {"to": "i64"})
+    s64 = size if size.dtype == "i64" else ctx.emit("cast", [size], {"to": "i64"})
+    to_end = ctx.emit("equal", [s64, ctx.const(np.array(-1, np.int64), ctx.name + "/minus_one")])
+    ends = ctx.emit("where", [to_end, ctx.const(np.array(INT_MAX, np.int64), ctx.name + "/open_end"),
+                              ctx.emit("add", [b64, s64])])
+    return ctx.emit("slice", [x, b64, ends], {"axes": list(range(x.type.rank))})
 
 
 @handler("StridedSlice")
 def _strided_slice(ctx, node, ins):
     """TF's masks, expanded to slice + squeeze (shrink) + unsqueeze (new axis)."""
     x, begin, end, strides = ins
-    b, e = begin.sym, end.sym
     st = [int(v) for v in ctx.const_of(strides)]
-    if b is None or e is None:
-        raise OpError("StridedSlice with begin/end computed at run time is not supported")
     masks = {k: ctx.attr(k, 0) for k in ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
                                           "shrink_axis_mask")}
+    b = begin.sym or [None] * len(st)
+    e = end.sym or [None] * len(st)
     items, shrink, new_axes = [], [], []
     out_axis = 0
-    for kind, i, ax in _expand_ellipsis(len(b), x.type.rank, masks):
+    for kind, i, ax in _expand_ellipsis(len(st), x.type.rank, masks):
         if kind == "new":
             new_axes.append(out_axis)
             out_axis += 1
@@ -363,15 +419,16 @@ def _strided_slice(ctx, node, ins):
         if kind == "full":
             out_axis += 1
             continue
-        s0 = (0 if st[i] > 0 else INT_MAX) if masks["begin_mask"] >> i & 1 else b[i]
-        e0 = (INT_MAX if st[i] > 0 else -INT_MAX) if masks["end_mask"] >> i & 1 else e[i]
+        s0 = (0 if st[i] > 0 else INT_MAX) if masks["begin_mask"] >> i & 1 else _bound(b[i], begin, i)
+        e0 = (INT_MAX if st[i] > 0 else -INT_MAX) if masks["end_mask"] >> i & 1 else _bound(e[i], end, i)
         step = st[i]
         if masks["shrink_axis_mask"] >> i & 1:
-            e0, step = (s0 + 1 if s0 != -1 else INT_MAX), 1
+            e0 = (s0 + 1 if s0 != -1 else INT_MAX) if isinstance(s0, int) else _At(begin, i, shrink_end=True)
+            step = 1
             shrink.append(out_axis)
-        items.append((ax, s0, e0, step, i))
+        items.append((ax, s0, e0, step))
         out_axis += 1
-    y = _emit_slice(ctx, x, items, end)
+    y = _emit_slice(ctx, x, items)
     if shrink:
         y = ctx.emit("squeeze", [y], {"axes": _shift_for_new(shrink, new_axes)})
     if new_axes:
@@ -467,3 +524,6 @@ def _fused_batch_norm(ctx, node, ins):
     y = ctx.emit("mul", [d, ctx.emit("mul", [inv, ctx.emit("reshape", [scale], {"shape": shape})])])
     y = ctx.emit("add", [y, ctx.emit("reshape", [offset], {"shape": shape})])
     return [y, mean, var, mean, var, mean]
+
+
+from . import tf_ops_indexing  # noqa: E402,F401  (Pad, Where, GatherNd, Split, segment sums …)

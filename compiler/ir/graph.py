@@ -214,6 +214,21 @@ class Graph:
             old.replace_all_uses_with(new)
         self.erase(op)
 
+    def fresh_dim(self, hint: str = "n") -> str:
+        """A new dim symbol that no value of this graph uses yet: the size of a result
+        only the data decides (the rows of ``nonzero``), named so that the ops
+        downstream type their results by it."""
+        used = {f for v in self.inputs for d in v.shape if isinstance(d, str) for f in d.split("*")}
+        used |= {f for op in self.ops for r in op.results for d in r.shape if isinstance(d, str)
+                 for f in d.split("*")}
+        base = "".join(c if c.isalnum() or c == "_" else "_" for c in hint).strip("_") or "n"
+        base = base if not base[0].isdigit() else f"n_{base}"
+        name, k = base, 0
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        return name
+
     # ----------------------------------------------------------- queries
     def __iter__(self) -> Iterator[Op]:
         return iter(list(self.ops))

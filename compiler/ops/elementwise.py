@@ -52,6 +52,12 @@ _unary("erf", erf, "error function")
 _unary("sigmoid", lambda x: 1.0 / (1.0 + np.exp(-x)), "logistic sigmoid")
 _unary("relu", lambda x: np.maximum(x, 0), "max(x, 0)", floats=False)
 _unary("reciprocal", lambda x: 1.0 / x, "1 / x")
+_unary("floor", np.floor, "largest integer <= x")
+_unary("ceil", np.ceil, "smallest integer >= x")
+_unary("round", np.round, "nearest integer, halves to even (TF Round, ONNX Round)")
+_unary("sin", np.sin, "sine")
+_unary("cos", np.cos, "cosine")
+_unary("sign", np.sign, "-1, 0 or 1 by the sign of x (0 for -0.0; NaN stays NaN)", floats=False)
 define("identity", ("x",), same_as_first, lambda a, x: x, sym=lambda op: [op.operands[0].sym],
        doc="x, unchanged; identity removal deletes it")
 define("logical_not", ("x",), same_as_first, lambda a, x: np.logical_not(x), doc="not x (bool)")
@@ -135,12 +141,21 @@ def _div_dims(x, y):
     return q
 
 
+def _mod_dims(x, y):
+    if isinstance(x, int) and isinstance(y, int):
+        return x % y
+    raise ValueError("symbolic mod")
+
+
 _binary("add", np.add, "x + y", sym=_sym_binary(_add_dims))
 _binary("sub", np.subtract, "x - y", sym=_sym_binary(_sub_dims))
 _binary("mul", np.multiply, "x * y", sym=_sym_binary(_mul_dims))
 _binary("div", lambda x, y: np.floor_divide(x, y) if x.dtype.kind in "iu" else np.divide(x, y),
         "x / y (floor division on integers, as TF's FloorDiv; true division on floats)",
         sym=_sym_binary(_div_dims))
+_binary("mod", np.mod,
+        "x - floor(x / y) * y: the remainder with the sign of y (TF FloorMod, Python %)",
+        sym=_sym_binary(_mod_dims))
 _binary("pow", np.power, "x ** y")
 _binary("maximum", np.maximum, "max(x, y)")
 _binary("minimum", np.minimum, "min(x, y)")

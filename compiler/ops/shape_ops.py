@@ -1,5 +1,5 @@
 """Shape and data-movement ops: reshape, shape, slice, squeeze, unsqueeze, concat,
-gather, tile, expand, range, one_hot.
+gather, tile, expand, range, one_hot (pad, nonzero and gather_nd are in ``indexing``).
 
 Ops whose arguments are usually constant take them as attributes (readable in
 the text form, lowered as constants).  When the source graph computes them at
@@ -301,23 +301,41 @@ define("range", ("start", "limit", "delta"), _range_type,
        verify=require_same_dtype, sym=_range_sym, doc="[start, start+delta, …) below limit; scalar operands")
 
 
+def _one_hot_depth(op):
+    """The depth as a dim: the attribute, or the operand's constant or symbolic value."""
+    if op.attrs["depth"] is not None:
+        return op.attrs["depth"]
+    d = shape_arg(op, "depth", 1)
+    return d[0] if d and len(d) == 1 else UNKNOWN
+
+
 def _one_hot_type(op) -> TensorType:
     idx = t(op)
     rank = idx.rank + 1
     ax = normalize_axis(op.attrs["axis"], rank)
     shape = list(idx.shape)
-    shape.insert(ax, op.attrs["depth"])
+    shape.insert(ax, _one_hot_depth(op))
     return TensorType(op.attrs["dtype"], tuple(shape))
 
 
-def _one_hot_kernel(attrs, idx):
-    depth, ax = attrs["depth"], attrs["axis"]
+def _one_hot_verify(op) -> None:
+    has_attr, has_operand = op.attrs["depth"] is not None, len(op.operands) > 1
+    if has_attr == has_operand:
+        raise OpError("one_hot takes its depth either as attribute 'depth' or as an operand")
+    if has_operand and (op.operands[1].type.rank != 0 or op.operands[1].dtype not in ("i32", "i64")):
+        raise OpError(f"one_hot's depth operand must be an i32/i64 scalar, got {op.operands[1].type}")
+
+
+def _one_hot_kernel(attrs, idx, depth=None):
+    depth, ax = (attrs["depth"] if depth is None else int(depth)), attrs["axis"]
     hot = np.arange(depth) == idx[..., None]
     out = np.where(hot, attrs["on_value"], attrs["off_value"]).astype(DTYPES[attrs["dtype"]])
     return np.moveaxis(out, -1, ax)
 
 
-define("one_hot", ("indices",), _one_hot_type, _one_hot_kernel,
-       attrs={"depth": Attr("int"), "on_value": Attr("float", 1.0), "off_value": Attr("float", 0.0),
+define("one_hot", ("indices", "depth?"), _one_hot_type, _one_hot_kernel,
+       attrs={"depth": Attr("int", None), "on_value": Attr("float", 1.0), "off_value": Attr("float", 0.0),
               "axis": Attr("int", -1), "dtype": Attr("str", "f32")},
-       doc="one-hot encode; out-of-range indices give an all-off row (as TF)")
+       verify=_one_hot_verify,
+       doc="one-hot encode; out-of-range indices give an all-off row (as TF); the depth is an "
+           "attribute, or a scalar operand when the graph computes it (tf.shape)")

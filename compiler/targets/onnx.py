@@ -276,9 +276,12 @@ def _lower_one_hot(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None
     """TF one-hot: negative indices give an all-off row, while ONNX OneHot counts them
     from the end, so they are moved out of range first.  onnxruntime has OneHot
     kernels for int64 indices with f16/f32/i64 values; other dtypes go through one."""
-    dtype, depth = op.attrs["dtype"], op.attrs["depth"]
+    dtype = op.attrs["dtype"]
     idx = e.cast(ins[0], op.operands[0].dtype, "i64")
-    depth_t = e.const(np.array(depth, np.int64), "depth")
+    if op.attrs["depth"] is not None:
+        depth_t = e.const(np.array(op.attrs["depth"], np.int64), "depth")
+    else:
+        depth_t = e.cast(ins[1], op.operands[1].dtype, "i64")
     negative = e.node("Less", [idx, e.const(np.array(0, np.int64), "zero")])
     idx = e.node("Where", [negative, depth_t, idx])
     values = np.array([op.attrs["off_value"], op.attrs["on_value"]], np.float64).astype(DTYPES[dtype])
@@ -314,9 +317,59 @@ def _scatter_into(reduction: str) -> Lowering:
     return lower
 
 
+def _lower_mod(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """Floor mod.  Integers: ONNX Mod with fmod=0 takes the divisor's sign, as the IR does.
+    Floats need fmod=1 (C fmod, the dividend's sign), then + y where the signs differ."""
+    if op.operands[0].dtype not in FLOAT_DTYPES:
+        e.node("Mod", ins, outs, fmod=0)
+        return
+    x, y = ins
+    r = e.node("Mod", [x, y], fmod=1)
+    zero = e.const(np.zeros((), DTYPES[op.operands[0].dtype]), "zero")
+    differ = e.node("Xor", [e.node("Less", [r, zero]), e.node("Less", [y, zero])])
+    fix = e.node("And", [differ, e.node("Not", [e.node("Equal", [r, zero])])])
+    e.node("Where", [fix, e.node("Add", [r, y]), r], outs)
+
+
+def _lower_pad(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """ONNX Pad wants [begin_0, ..., begin_n, end_0, ..., end_n]; the IR keeps TF's pairs."""
+    rank = op.operands[0].type.rank
+    if op.attrs["pads"] is not None:
+        p = op.attrs["pads"]
+        pads = e.i64([p[2 * i] for i in range(rank)] + [p[2 * i + 1] for i in range(rank)], "pads")
+    else:
+        pairs = e.cast(ins[1], op.operands[1].dtype, "i64")
+        pads = e.node("Reshape", [e.node("Transpose", [pairs], perm=[1, 0]), e.i64([-1], "flat")])
+    value = e.const(np.array(op.attrs["value"]).astype(DTYPES[op.operands[0].dtype]), "pad_value")
+    e.node("Pad", [ins[0], pads, value], outs, mode="constant")
+
+
+def _lower_nonzero(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """ONNX NonZero gives [rank, n]; TF's Where (and the IR) give [n, rank]."""
+    e.node("Transpose", [e.node("NonZero", ins)], outs, perm=[1, 0])
+
+
+def _lower_gather_nd(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    e.node("GatherND", [ins[0], e.cast(ins[1], op.operands[1].dtype, "i64")], outs)
+
+
+def _arg_reduce(op_type: str) -> Lowering:
+    """ArgMax/ArgMin give int64 and the first index of ties, as TF does."""
+
+    def lower(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+        attrs = {"axis": op.attrs["axis"], "keepdims": int(op.attrs["keepdims"]), "select_last_index": 0}
+        if op.attrs["dtype"] == "i64":
+            e.node(op_type, ins, outs, **attrs)
+        else:
+            e.node("Cast", [e.node(op_type, ins, **attrs)], outs, to=onnx_dtype(op.attrs["dtype"]))
+
+    return lower
+
+
 _UNARY = {"neg": "Neg", "abs": "Abs", "sqrt": "Sqrt", "exp": "Exp", "log": "Log", "tanh": "Tanh",
           "erf": "Erf", "sigmoid": "Sigmoid", "relu": "Relu", "reciprocal": "Reciprocal",
-          "identity": "Identity", "logical_not": "Not"}
+          "identity": "Identity", "logical_not": "Not", "floor": "Floor", "ceil": "Ceil", "round": "Round",
+          "sign": "Sign", "sin": "Sin", "cos": "Cos"}
 _BINARY = {"add": "Add", "sub": "Sub", "mul": "Mul", "pow": "Pow", "maximum": "Max",
            "minimum": "Min", "equal": "Equal", "less": "Less", "less_equal": "LessOrEqual",
            "greater": "Greater", "greater_equal": "GreaterOrEqual", "logical_and": "And",
@@ -354,6 +407,12 @@ _LOWERINGS: dict[str, Lowering] = {
     "scatter_nd": _lower_scatter_nd,
     "scatter_nd_update": _scatter_into("none"),
     "scatter_nd_add": _scatter_into("add"),
+    "mod": _lower_mod,
+    "pad": _lower_pad,
+    "nonzero": _lower_nonzero,
+    "gather_nd": _lower_gather_nd,
+    "argmax": _arg_reduce("ArgMax"),
+    "argmin": _arg_reduce("ArgMin"),
 }
 
 
@@ -435,6 +494,14 @@ CAPABILITIES: dict[str, Check | None] = {
     "one_hot": _check_one_hot,
     "scatter_nd": _check_scatter_add(updates=1),
     "scatter_nd_add": _check_scatter_add(updates=2),
+    **{k: _dtypes(_F) for k in ("floor", "ceil", "round")},
+    **{k: _dtypes(frozenset({"f32", "f64"})) for k in ("sin", "cos")},
+    "sign": _dtypes(_NUM),
+    "mod": _dtypes(_NUM),
+    "pad": None,
+    "nonzero": _dtypes(frozenset({"bool", "f32", "i32", "i64", "u8"})),
+    "gather_nd": None,
+    **{k: _dtypes(_F | {"i8", "u8", "i32"}) for k in ("argmax", "argmin")},
 }
 # --------------------------------------------------------------------------- quantization (issue 6)
 # Scale and zero point are operands in the IR as in ONNX, so quantize/dequantize are

@@ -61,7 +61,9 @@ def _simple(code: int, opts_cls: str | None = None, **fields) -> Lower:
 _UNARY = {"neg": (B.NEG, "NegOptionsT"), "abs": (B.ABS, "AbsOptionsT"), "sqrt": (B.SQRT, None),
           "rsqrt": (B.RSQRT, None), "exp": (B.EXP, "ExpOptionsT"), "log": (B.LOG, None),
           "tanh": (B.TANH, None), "sigmoid": (B.LOGISTIC, None), "relu": (B.RELU, None),
-          "logical_not": (B.LOGICAL_NOT, "LogicalNotOptionsT")}
+          "logical_not": (B.LOGICAL_NOT, "LogicalNotOptionsT"), "floor": (B.FLOOR, None),
+          "ceil": (B.CEIL, None), "round": (B.ROUND, None), "sign": (B.SIGN, "SignOptionsT"),
+          "sin": (B.SIN, None), "cos": (B.COS, None)}
 _BINARY = {"add": (B.ADD, "AddOptionsT"), "sub": (B.SUB, "SubOptionsT"), "mul": (B.MUL, "MulOptionsT"),
            "maximum": (B.MAXIMUM, "MaximumMinimumOptionsT"),
            "minimum": (B.MINIMUM, "MaximumMinimumOptionsT"), "pow": (B.POW, "PowOptionsT"),
@@ -71,7 +73,7 @@ _BINARY = {"add": (B.ADD, "AddOptionsT"), "sub": (B.SUB, "SubOptionsT"), "mul": 
            "greater_equal": (B.GREATER_EQUAL, "GreaterEqualOptionsT"),
            "logical_and": (B.LOGICAL_AND, "LogicalAndOptionsT"),
            "logical_or": (B.LOGICAL_OR, "LogicalOrOptionsT"),
-           "where": (B.SELECT_V2, "SelectV2OptionsT")}
+           "where": (B.SELECT_V2, "SelectV2OptionsT"), "mod": (B.FLOOR_MOD, "FloorModOptionsT")}
 for _kind, (_code, _opts) in {**_UNARY, **_BINARY}.items():
     _LOWERINGS[_kind] = _simple(_code, _opts)
 
@@ -264,7 +266,9 @@ def _cumsum(ctx: Lowering, op: Op) -> None:
 def _one_hot(ctx: Lowering, op: Op) -> None:
     out = op.result
     axis = normalize_axis(op.attrs["axis"], out.type.rank)
-    ins = [ctx.tensor(op.operands[0]), ctx.const(op.attrs["depth"], "i32", "depth"),
+    depth = (ctx.const(op.attrs["depth"], "i32", "depth") if op.attrs["depth"] is not None
+             else ctx.cast(ctx.tensor(op.operands[1]), "i32", "depth", []))
+    ins = [ctx.tensor(op.operands[0]), depth,
            ctx.const(op.attrs["on_value"], out.dtype, "on_value"),
            ctx.const(op.attrs["off_value"], out.dtype, "off_value")]
     ctx.emit(B.ONE_HOT, ins, [ctx.result(out)], options("OneHotOptionsT", axis=axis))
@@ -280,6 +284,45 @@ def _scatter_nd(ctx: Lowering, op: Op) -> None:
         shape = ctx.i32(op.attrs["shape"], "shape")
     ctx.emit(B.SCATTER_ND, [ctx.tensor(idx), ctx.tensor(upd), shape], [ctx.result(op.result)],
              options("ScatterNdOptionsT"))
+
+
+@lowers("pad")
+def _pad(ctx: Lowering, op: Op) -> None:
+    """PADV2 with int32 [rank, 2] paddings (TF's layout, as the IR keeps it) and the fill value."""
+    x = op.operands[0]
+    if op.attrs["pads"] is not None:
+        pads = ctx.i32(np.asarray(op.attrs["pads"]).reshape(-1, 2), "paddings")
+    else:
+        pads = ctx.cast(ctx.tensor(op.operands[1]), "i32", "paddings", [x.type.rank, 2])
+    value = ctx.const(op.attrs["value"], x.dtype, "pad_value")
+    ctx.emit(B.PADV2, [ctx.tensor(x), pads, value], [ctx.result(op.result)], options("PadV2OptionsT"))
+
+
+@lowers("nonzero")
+def _nonzero(ctx: Lowering, op: Op) -> None:
+    """WHERE with one input: the int64 coordinates of the true elements, one row each."""
+    ctx.emit(B.WHERE, [ctx.tensor(op.operands[0])], [ctx.result(op.result)], options("WhereOptionsT"))
+
+
+@lowers("gather_nd")
+def _gather_nd(ctx: Lowering, op: Op) -> None:
+    _simple(B.GATHER_ND, "GatherNdOptionsT")(ctx, op)
+
+
+@lowers("argmax", "argmin")
+def _arg(ctx: Lowering, op: Op) -> None:
+    """ARG_MAX/ARG_MIN drop the axis; keepdims puts it back with EXPAND_DIMS."""
+    x, out = op.operands[0], op.result
+    axis = normalize_axis(op.attrs["axis"], x.type.rank)
+    code, opts = (B.ARG_MAX, "ArgMaxOptionsT") if op.kind == "argmax" else (B.ARG_MIN, "ArgMinOptionsT")
+    fields = {"outputType": TENSOR_TYPES[out.dtype]}
+    if not op.attrs["keepdims"]:
+        ctx.emit(code, [ctx.tensor(x), ctx.i32([axis], "axis")], [ctx.result(out)], options(opts, **fields))
+        return
+    reduced = ctx.tmp("reduced", out.dtype, [d for i, d in enumerate(x.shape) if i != axis])
+    ctx.emit(code, [ctx.tensor(x), ctx.i32([axis], "axis")], [reduced], options(opts, **fields))
+    ctx.emit(B.EXPAND_DIMS, [reduced, ctx.i32(axis, "axis_back")], [ctx.result(out)],
+             options("ExpandDimsOptionsT"))
 
 
 # --------------------------------------------------------------------------- shape ops
@@ -652,6 +695,13 @@ CAPABILITIES: dict[str, Check | None] = {
     "one_hot": _tensor_limits,
     "scatter_nd": _check_scatter_nd,
     "shape": _check_shape,
+    **{k: _dtypes(F32) for k in ("floor", "ceil", "round", "sin", "cos")},
+    "sign": _dtypes(F32_I32),
+    "mod": _dtypes(NUMERIC),
+    "pad": _dtypes(LITE_DTYPES),
+    "nonzero": _dtypes(frozenset({"bool"})),
+    "gather_nd": _dtypes(LITE_DTYPES),
+    **{k: _dtypes(NUMERIC) for k in ("argmax", "argmin")},
 }
 # erf (no builtin; gelu is), einsum, cumprod, scatter_nd_update and scatter_nd_add are
 # left out on purpose: legalization passes rewrite them before this target.

@@ -1,0 +1,254 @@
+"""TF op handlers for indexing, padding, splitting and segment reductions.
+
+These are the ops foreign graphs use to build masks, position ids and pooled
+outputs at run time: one-argument ``Where`` (``tf.where(mask)``), ``GatherNd``,
+``Pad`` with computed paddings, ``Split`` of a fused QKV projection, segment
+sums, ``ArgMax``, band masks.  Each is spelled with core ops, exactly; what
+cannot be spelled exactly is an import error naming the node.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Value
+from ..ir.registry import OpError
+from ..ir.types import is_static, np_dtype
+from .tf import ImportContext, handler
+
+INT_MAX = 2**63 - 1
+
+
+def _scalar_int(ctx: ImportContext, v: Value) -> int:
+    return int(ctx.const_of(v).reshape(()))
+
+
+def _set_type(v: Value, shape) -> Value:
+    """Give a data-dependent result the dims the importer knows (inference left them '?')."""
+    v.type = v.type.with_shape(tuple(shape))
+    return v
+
+
+# ------------------------------------------------------------------ pad
+@handler("Pad", "PadV2")
+def _pad(ctx, node, ins):
+    x, paddings = ins[:2]
+    value = 0.0
+    if node.op == "PadV2":
+        c = ins[2].const_value()
+        if c is None:
+            raise OpError("PadV2 with a fill value computed at run time is not supported")
+        value = float(np.asarray(c).reshape(()))
+    c = paddings.const_value()
+    if c is not None:
+        pads = [int(p) for p in np.asarray(c).reshape(-1)]
+        if min(pads, default=0) < 0:
+            raise OpError("negative paddings (cropping) are not supported")
+        return ctx.emit("pad", [x], {"pads": pads, "value": value})
+    return ctx.emit("pad", [x, paddings], {"value": value})
+
+
+# ------------------------------------------------------------------ where / gather_nd / argmax
+@handler("Where")
+def _where_coordinates(ctx, node, ins):
+    """One-argument tf.where: the coordinates of the true (non-zero) elements."""
+    x = ins[0]
+    if x.dtype != "bool":
+        zero = ctx.const(np.zeros((), np_dtype(x.dtype)), ctx.name + "/zero")
+        x = ctx.emit("not_equal", [x, zero])
+    out = ctx.emit("nonzero", [x])
+    return _set_type(out, (ctx.graph.fresh_dim("nonzero"), x.type.rank))
+
+
+@handler("GatherNd")
+def _gather_nd(ctx, node, ins):
+    return ctx.emit("gather_nd", ins[:2])
+
+
+@handler("ArgMax", "ArgMin")
+def _arg(ctx, node, ins):
+    x, axis = ins
+    return ctx.emit(node.op.lower(), [x], {"axis": _scalar_int(ctx, axis),
+                                           "dtype": ctx.attr("output_type", "i64")})
+
+
+# ------------------------------------------------------------------ split
+def _split_parts(ctx, x: Value, axis: int, sizes: list[int]) -> list[Value]:
+    """Consecutive slices of ``sizes`` along ``axis``; one size may be -1 (the rest)."""
+    dim = x.shape[axis]
+    if -1 in sizes:
+        if not is_static(dim):
+            known = [s for s in sizes if s != -1]
+            if sizes.index(-1) != len(sizes) - 1:
+                raise OpError(f"split of a symbolic dim with -1 before the end: {sizes}")
+            sizes = known + [None]
+        else:
+            sizes = [s if s != -1 else dim - (sum(sizes) + 1) for s in sizes]
+    outs, start = [], 0
+    for s in sizes:
+        end = INT_MAX if s is None else start + s
+        outs.append(ctx.emit("slice", [x], {"starts": [start], "ends": [end], "axes": [axis]}))
+        start = end
+    return outs
+
+
+def _even_split(ctx, x: Value, axis: int, n: int) -> list[Value]:
+    dim = x.shape[axis]
+    if is_static(dim):
+        if dim % n:
+            raise OpError(f"Split of {dim} into {n} equal parts")
+        return _split_parts(ctx, x, axis, [dim // n] * n)
+    # a symbolic dim: the part size is read at run time from the shape
+    shape = ctx.emit("shape", [x], {"dtype": "i32"})  # i32: TFLite divides no i64
+    size = ctx.emit("div", [ctx.emit("gather", [shape, ctx.const(np.array([axis], np.int64),
+                                                                  ctx.name + "/axis")]),
+                            ctx.const(np.array(n, np.int32), ctx.name + "/parts")])
+    outs = []
+    for i in range(n):
+        start = ctx.emit("mul", [size, ctx.const(np.array(i, np.int32), ctx.name + f"/k{i}")])
+        end = ctx.emit("add", [start, size])
+        outs.append(ctx.emit("slice", [x, start, end], {"axes": [axis]}))
+    return outs
+
+
+@handler("Split")
+def _split(ctx, node, ins):
+    axis_v, x = ins
+    axis = _scalar_int(ctx, axis_v) % max(x.type.rank, 1)
+    return _even_split(ctx, x, axis, ctx.attr("num_split"))
+
+
+@handler("SplitV")
+def _split_v(ctx, node, ins):
+    x, sizes, axis_v = ins
+    axis = _scalar_int(ctx, axis_v) % max(x.type.rank, 1)
+    return _split_parts(ctx, x, axis, [int(s) for s in ctx.const_of(sizes).reshape(-1)])
+
+
+# ------------------------------------------------------------------ segment reductions
+def _segment_sum(ctx, data: Value, ids: Value, num: Value) -> Value:
+    """sum of data rows per segment id = scatter_nd(ids[..., None], data, [num, *rest]):
+    scatter_nd adds duplicate indices up, which is exactly the segment sum."""
+    k = ids.type.rank
+    idx = ctx.emit("unsqueeze", [ids], {"axes": [k]})
+    num64 = num if num.dtype == "i64" else ctx.emit("cast", [num], {"to": "i64"})
+    num64 = ctx.emit("reshape", [num64], {"shape": [1]})
+    rest = ctx.emit("slice", [ctx.emit("shape", [data], {"dtype": "i64"})],
+                    {"starts": [k], "ends": [INT_MAX], "axes": [0]})
+    shape = ctx.emit("concat", [num64, rest], {"axis": 0})
+    return ctx.emit("scatter_nd", [idx, data, shape])
+
+
+def _num_segments(ctx, ids: Value) -> Value:
+    """Sorted segment ops size the result by max(ids) + 1 (0 rows for no ids)."""
+    top = ctx.emit("reduce_max", [ids], {"axes": list(range(ids.type.rank)), "keepdims": False})
+    one = ctx.const(np.ones((), np.int64 if ids.dtype == "i64" else np.int32), ctx.name + "/one")
+    return ctx.emit("add", [top, one])
+
+
+def _segment_type(ctx, out: Value, data: Value, ids: Value, num: Value | None) -> Value:
+    c = None if num is None else num.const_value()
+    first = int(np.asarray(c).reshape(())) if c is not None else ctx.graph.fresh_dim("segments")
+    return _set_type(out, (first, *data.shape[ids.type.rank:]))
+
+
+@handler("UnsortedSegmentSum", "SegmentSum")
+def _segment_sum_handler(ctx, node, ins):
+    data, ids = ins[:2]
+    num = ins[2] if node.op == "UnsortedSegmentSum" else None
+    out = _segment_sum(ctx, data, ids, num if num is not None else _num_segments(ctx, ids))
+    return _segment_type(ctx, out, data, ids, num)
+
+
+@handler("SegmentMean")
+def _segment_mean(ctx, node, ins):
+    """sum / max(count, 1): a segment with no rows is 0, as in TF."""
+    data, ids = ins
+    num = _num_segments(ctx, ids)
+    total = _segment_type(ctx, _segment_sum(ctx, data, ids, num), data, ids, None)
+    dt = np_dtype(data.dtype)
+    ones = ctx.emit("expand", [ctx.const(np.ones((), dt), ctx.name + "/one_row"),
+                               ctx.emit("shape", [ids], {"dtype": "i64"})])
+    count = _set_type(_segment_sum(ctx, ones, ids, num), (total.shape[0],))
+    count = ctx.emit("maximum", [count, ctx.const(np.ones((), dt), ctx.name + "/at_least_one")])
+    count = ctx.emit("reshape", [count], {"shape": [-1] + [1] * (total.type.rank - 1)})
+    return ctx.emit("div", [total, count])
+
+
+# ------------------------------------------------------------------ small compositions
+@handler("ClipByValue")
+def _clip(ctx, node, ins):
+    """TF clips as max(min(x, hi), lo)."""
+    x, lo, hi = ins
+    return ctx.emit("maximum", [ctx.emit("minimum", [x, hi]), lo])
+
+
+@handler("Relu6")
+def _relu6(ctx, node, ins):
+    six = ctx.const(np.asarray(6, np_dtype(ins[0].dtype)), ctx.name + "/six")
+    return ctx.emit("minimum", [ctx.emit("relu", ins), six])
+
+
+@handler("LeakyRelu")
+def _leaky_relu(ctx, node, ins):
+    x = ins[0]
+    dt = np_dtype(x.dtype)
+    alpha = ctx.const(np.asarray(ctx.attr("alpha", 0.2), dt), ctx.name + "/alpha")
+    zero = ctx.const(np.zeros((), dt), ctx.name + "/zero")
+    return ctx.emit("where", [ctx.emit("greater", [x, zero]), x, ctx.emit("mul", [x, alpha])])
+
+
+@handler("Rank")
+def _rank(ctx, node, ins):
+    return ctx.const(np.array(ins[0].type.rank, np.int32))
+
+
+@handler("All", "Any")
+def _all_any(ctx, node, ins):
+    """all/any of bools as min/max of 0/1 integers."""
+    x, axes = ins
+    rank = x.type.rank
+    ax = sorted({int(a) % rank for a in np.atleast_1d(ctx.const_of(axes))}) if rank else []
+    as_int = ctx.emit("cast", [x], {"to": "i32"})
+    red = ctx.emit("reduce_min" if node.op == "All" else "reduce_max", [as_int],
+                   {"axes": ax, "keepdims": bool(ctx.attr("keep_dims", False))})
+    return ctx.emit("cast", [red], {"to": "bool"})
+
+
+@handler("MatrixBandPart")
+def _band_part(ctx, node, ins):
+    """Keep x[..., i, j] where (lower < 0 or i - j <= lower) and (upper < 0 or j - i <= upper)."""
+    x, lower, upper = ins
+    lo, up = _scalar_int(ctx, lower), _scalar_int(ctx, upper)
+    rank = x.type.rank
+    shape = ctx.emit("shape", [x], {"dtype": "i64"})
+
+    def index(axis: int) -> Value:
+        n = ctx.emit("gather", [shape, ctx.const(np.array(axis, np.int64), ctx.name + f"/axis{axis}")])
+        r = ctx.emit("range", [ctx.const(np.array(0, np.int64), ctx.name + "/start"), n,
+                               ctx.const(np.array(1, np.int64), ctx.name + "/step")])
+        return _set_type(r, (x.shape[axis],))
+
+    i = ctx.emit("unsqueeze", [index(rank - 2)], {"axes": [1]})
+    j = ctx.emit("unsqueeze", [index(rank - 1)], {"axes": [0]})
+    keep = None
+    for bound, a, b in ((lo, i, j), (up, j, i)):
+        if bound < 0:
+            continue
+        ok = ctx.emit("less_equal", [ctx.emit("sub", [a, b]), ctx.const(np.array(bound, np.int64),
+                                                                         ctx.name + "/bound")])
+        keep = ok if keep is None else ctx.emit("logical_and", [keep, ok])
+    if keep is None:
+        return x
+    zero = ctx.const(np.zeros((), np_dtype(x.dtype)), ctx.name + "/zero")
+    return ctx.emit("where", [keep, x, zero])
+
+
+@handler("LogSoftmax")
+def _log_softmax(ctx, node, ins):
+    """x - max - log(sum(exp(x - max))) along the last axis."""
+    x = ins[0]
+    ax = [x.type.rank - 1]
+    shifted = ctx.emit("sub", [x, ctx.emit("reduce_max", [x], {"axes": ax, "keepdims": True})])
+    total = ctx.emit("reduce_sum", [ctx.emit("exp", [shifted])], {"axes": ax, "keepdims": True})
+    return ctx.emit("sub", [shifted, ctx.emit("log", [total])])
