@@ -393,11 +393,11 @@ def tabulate(graph: Graph, island: Island, bounds: dict) -> None:
     for v, stride in zip(island.inputs, strides):
         reader = next(op for op in island.ops if v in op.operands)  # its location names the new ops
         term = _index_term(graph, v, bounds[id(v)], stride, reader)
-        index = term if index is None else graph.add("add", [index, term], {}, reader.loc, "f64_table_index",
+        index = term if index is None else graph.add("add", [index, term], {}, reader.loc, "table_index",
                                                      before=reader).result
     for e, table in zip(island.exits, tables):
-        t = graph.const(table, f"{e.name}/f64_table", e.producer.loc, before=first, dtype=table.dtype)
-        new = graph.add("gather", [t, index], {"axis": 0}, e.producer.loc, f"{e.name}_table", before=first)
+        t = graph.const(table, f"{e.name}/lookup", e.producer.loc, before=first, dtype=table.dtype)
+        new = graph.add("gather", [t, index], {"axis": 0}, e.producer.loc, e.name, before=first)
         e.replace_all_uses_with(new.result)
     graph.toposort()
     _erase_dead(graph, island)

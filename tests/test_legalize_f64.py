@@ -183,7 +183,7 @@ def test_domain_comes_from_the_position_table_or_max_length():
     """max_length=0 reads the rows of a table named like position embeddings; else 512."""
     fn = position_bias_fn(BUCKETS["mpnet_32_128"], np.zeros((32, HEADS), np.float32))
     _, g = compiled(fn, "legalize_f64{targets=tflite,max_length=100},dce")
-    (table,) = [op for op in g.ops if op.kind == "const" and op.attrs["name"].endswith("f64_table")]
+    (table,) = [op for op in g.ops if op.kind == "const" and op.attrs["name"].endswith("/lookup")]
     assert table.attrs["value"].shape == (100,)  # |relative position| in [0, 99]
     positions = tf.Variable(np.zeros((300, 8), np.float32), name="position_embeddings")
 
@@ -192,7 +192,7 @@ def test_domain_comes_from_the_position_table_or_max_length():
         out["pos"] = tf.gather(positions, tf.range(tf.shape(x)[1]))
         return out
     _, g = compiled(with_positions, "legalize_f64{targets=tflite},dce")
-    (table,) = [op for op in g.ops if op.kind == "const" and op.attrs["name"].endswith("f64_table")]
+    (table,) = [op for op in g.ops if op.kind == "const" and op.attrs["name"].endswith("/lookup")]
     assert table.attrs["value"].shape == (300,)
 
 
