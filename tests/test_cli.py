@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -98,11 +99,11 @@ def test_malformed_ir_names_file_and_line(capsys, tmp_path):
     assert_clean_error(code, err, f"{ir}:2", "undefined value %q")
 
 
-def test_frozen_graph_def_needs_io_names(capsys, tmp_path):
+def test_frozen_graph_def_without_placeholders_asks_for_names(capsys, tmp_path):
     pb = tmp_path / "g.pb"
     pb.write_bytes(tf.compat.v1.GraphDef().SerializeToString())
     code, _, err = run(capsys, "import", pb)
-    assert_clean_error(code, err, "--inputs and --outputs")
+    assert_clean_error(code, err, str(pb), "no Placeholder", "--inputs")
 
 
 # ------------------------------------------------------------------ happy paths
@@ -127,6 +128,42 @@ def test_frozen_graph_def_imports(capsys, tmp_path):
     code, text, err = run(capsys, "import", pb, "--inputs", "x", "--outputs", "y")
     assert code == 0, err
     assert "matmul %x" in text and "f32[batch,2]" in text
+
+
+def _tf1_frozen_graph(path: Path) -> None:
+    """A TF1-style frozen graph: two Placeholders, two results, and sinks that are not
+    results (an unused constant, a no-op, a check that reads only a constant)."""
+    g = tf.Graph()
+    with g.as_default():
+        ids = tf.compat.v1.placeholder(tf.int32, [None, None], name="input_ids")
+        mask = tf.compat.v1.placeholder(tf.int32, [None, None], name="input_mask")
+        table = tf.constant(np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32))
+        h = tf.gather(table, ids) * tf.cast(mask, tf.float32)[:, :, None]
+        logits = tf.reduce_sum(h, axis=1, name="logits")
+        tf.argmax(tf.reduce_max(h, axis=1), axis=-1, name="predictions")
+        tf.argmax(logits, axis=-1, name="logits_argmax")  # read by nothing, but computed: a result too
+        tf.constant(3, name="global_step")
+        tf.no_op(name="init")
+    path.write_bytes(g.as_graph_def().SerializeToString())
+
+
+def test_frozen_graph_def_finds_its_inputs_and_outputs(capsys, tmp_path, caplog):
+    pb = tmp_path / "tf1.pb"
+    _tf1_frozen_graph(pb)
+    with caplog.at_level("WARNING"):
+        code, text, err = run(capsys, "import", pb)
+    assert code == 0, err
+    assert "func @main(%input_ids: i32[batch,seq], %input_mask: i32[batch,seq]) -> (predictions, logits_argmax)" in text
+    said = caplog.text
+    assert "using its Placeholders: input_ids, input_mask" in said
+    assert "using the nodes nothing consumes: predictions, logits_argmax" in said
+    code, text, err = run(capsys, "import", pb, "--outputs", "logits")  # a name still overrides
+    assert code == 0, err
+    assert "-> (logits)" in text
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "compile", pb, "--target", "all", "-o", out)  # verified against TF
+    assert code == 0, err
+    assert (out / "model.onnx").exists() and (out / "model.tflite").exists()
 
 
 def test_inspect_prints_structure(capsys, tf_bert_dir):

@@ -1,7 +1,7 @@
 """Load a TensorFlow model and freeze it into one GraphDef.
 
 Accepts a SavedModel directory (a signature, ``serving_default`` by default),
-a frozen GraphDef ``.pb`` (with input and output node names) or a Keras
+a frozen GraphDef ``.pb`` (input and output node names given, or found) or a Keras
 ``.keras`` file.  Variables become constants and functions are inlined
 (``convert_variables_to_constants_v2``), so the importer sees one flat graph.
 Every way this can go wrong becomes a ``BertcError`` that names the file.
@@ -63,7 +63,7 @@ def load_model(path: str | Path, signature: str = "serving_default", inputs: lis
     if path.suffix in (".pb", ".pbtxt"):
         return load_graph_def(path, inputs, outputs)
     raise BertcError(f"{path}: not a model bertc can read.",
-                     "Pass a SavedModel directory, a frozen GraphDef .pb (with --inputs/--outputs) or a .keras file.")
+                     "Pass a SavedModel directory, a frozen GraphDef .pb or a .keras file.")
 
 
 def load_saved_model(path: Path, signature: str = "serving_default") -> FrozenModel:
@@ -175,11 +175,45 @@ def load_keras(path: Path) -> FrozenModel:
     return freeze_function(fn, str(path), model)
 
 
+# Sinks that are not results: bookkeeping, checks, savers and training updates.
+_NOT_OUTPUTS = {"NoOp", "Const", "Placeholder", "PlaceholderWithDefault", "Assert", "Print", "PrintV2",
+                "SaveV2", "RestoreV2", "MergeV2Checkpoints", "VarHandleOp", "VariableV2", "Variable",
+                "VarIsInitializedOp", "AssignVariableOp", "Assign", "AssignAdd", "AssignSub",
+                "ScalarSummary", "HistogramSummary", "MergeSummary", "WriteScalarSummary"}
+
+
+def _default_inputs(nodes: dict) -> list[str]:
+    """Every Placeholder, in graph order (what a TF1 feed dict would fill)."""
+    return [name for name, n in nodes.items() if n.op == "Placeholder"]
+
+
+def _default_outputs(nodes: dict, inputs: list[str]) -> list[str]:
+    """The nodes nothing consumes that are computed from the inputs: the model's results.
+
+    Training-only and bookkeeping sinks (savers, assigns, summaries, no-ops)
+    and sinks that do not depend on any input (an initializer, a global step)
+    are not results.
+    """
+    consumed = {i.split(":")[0].lstrip("^") for n in nodes.values() for i in n.input}
+    readers: dict[str, list[str]] = {}
+    for name, n in nodes.items():
+        for i in n.input:
+            if not i.startswith("^"):
+                readers.setdefault(i.split(":")[0], []).append(name)
+    computed, stack = set(inputs), list(inputs)  # everything the inputs flow into
+    while stack:
+        for r in readers.get(stack.pop(), ()):
+            if r not in computed:
+                computed.add(r)
+                stack.append(r)
+    return [name for name, n in nodes.items() if name not in consumed and n.op not in _NOT_OUTPUTS
+            and not n.op.startswith(("Apply", "ResourceApply", "Save", "Restore")) and name in computed]
+
+
 def load_graph_def(path: Path, inputs: list[str] | None, outputs: list[str] | None) -> FrozenModel:
+    """A frozen GraphDef; without ``--inputs``/``--outputs`` its Placeholders are the inputs
+    and the nodes nothing consumes are the outputs (the choice is logged)."""
     tf = _tf()
-    if not inputs or not outputs:
-        raise BertcError(f"{path}: a frozen GraphDef needs --inputs and --outputs node names.",
-                         "For example: --inputs input_ids,attention_mask --outputs logits")
     graph_def = tf.compat.v1.GraphDef()
     try:
         data = path.read_bytes()
@@ -193,6 +227,18 @@ def load_graph_def(path: Path, inputs: list[str] | None, outputs: list[str] | No
         raise BertcError(f"{path}: not a valid GraphDef ({type(e).__name__}).",
                          "The file may be corrupt; freeze the model again.") from None
     nodes = {n.name: n for n in graph_def.node}
+    if not inputs:
+        inputs = _default_inputs(nodes)
+        if not inputs:
+            raise BertcError(f"{path}: the GraphDef has no Placeholder to feed.",
+                             "Name the input nodes with --inputs input_ids,attention_mask")
+        log.warning("%s: no --inputs given; using its Placeholders: %s", path, ", ".join(inputs))
+    if not outputs:
+        outputs = _default_outputs(nodes, [i.partition(":")[0] for i in inputs])
+        if not outputs:
+            raise BertcError(f"{path}: no node of the GraphDef is computed from its inputs and unused.",
+                             "Name the output nodes with --outputs logits")
+        log.warning("%s: no --outputs given; using the nodes nothing consumes: %s", path, ", ".join(outputs))
     ins = []
     for name in inputs:
         node, _, idx = name.partition(":")
@@ -209,7 +255,7 @@ def load_graph_def(path: Path, inputs: list[str] | None, outputs: list[str] | No
         node, _, idx = name.partition(":")
         if node not in nodes:
             raise BertcError(f"{path}: no output node '{node}'.{did_you_mean(node, nodes)}")
-        outs.append(TensorSpecInfo(node, node, int(idx or 0), "float32", None))
+        outs.append(TensorSpecInfo(node, node, int(idx or 0), _output_dtype(tf, nodes[node]), None))
 
     def run(**feeds):
         fn = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
@@ -219,3 +265,11 @@ def load_graph_def(path: Path, inputs: list[str] | None, outputs: list[str] | No
         return {o.name: r.numpy() for o, r in zip(outs, res)}
 
     return FrozenModel(graph_def, ins, outs, str(path), run)
+
+
+def _output_dtype(tf, node) -> str:
+    """The numpy dtype name of a node's first output, from its type attribute (float32 if none)."""
+    for key in ("T", "dtype", "DstT", "out_type", "output_type"):
+        if key in node.attr and node.attr[key].type:
+            return tf.dtypes.as_dtype(node.attr[key].type).as_numpy_dtype.__name__
+    return "float32"
