@@ -89,7 +89,12 @@ class Island:
 
     @property
     def loc(self) -> str:
-        return str(self.ops[0].loc)
+        """Where it starts: its first computing op (constants are hoisted ahead of everything)."""
+        return str(next((op for op in self.ops if op.kind != "const"), self.ops[0]).loc)
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted({op.kind for op in self.ops})
 
 
 def _touches_f64(op: Op) -> bool:
@@ -470,18 +475,21 @@ class LegalizeF64(Pass):
     float_tolerance: float = 1e-6
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if self.max_length < 0 or self.max_table < 1:
+            raise BertcError(f"legalize_f64: max_length must be >= 0 (0: automatic) and max_table >= 1, "
+                             f"got {self.max_length} and {self.max_table}.")
         max_length = self.max_length or position_table_rows(graph) or DEFAULT_MAX_LENGTH
         refused, changed = [], False
         for island in find_islands(graph):
             if not any(unsupported_on(op, self.targets) for op in island.ops):
                 continue
-            how = self._rewrite(graph, island, max_length)
-            if how.startswith("refused"):
-                refused.append(how[len("refused: "):])
-            else:
-                log.info("f64 island at %s (%d ops): %s", island.loc, len(island.ops), how)
-                ctx.report.setdefault("legalize_f64", []).append({"at": island.loc, "method": how})
-                changed = True
+            done, text = self._rewrite(graph, island, max_length)
+            if not done:
+                refused.append(f"the f64 island at {island.loc} ({', '.join(island.kinds)}) {text}")
+                continue
+            log.info("f64 island at %s (%d ops): %s", island.loc, len(island.ops), text)
+            ctx.report.setdefault("legalize_f64", []).append({"at": island.loc, "method": text})
+            changed = True
         if refused:
             raise BertcError("legalize_f64: " + "; ".join(refused),
                              "Compile for onnx (it runs f64), or change the model to compute this part in "
@@ -489,38 +497,43 @@ class LegalizeF64(Pass):
                                                   "; allow_float=true accepts f32 rounding of float results"))
         return changed
 
-    def _rewrite(self, graph: Graph, island: Island, max_length: int) -> str:
-        """Rewrite one island by the first method that applies; say which, or why none does."""
-        where = f"the f64 island at {island.loc} ({', '.join(sorted({op.kind for op in island.ops}))})"
+    def _rewrite(self, graph: Graph, island: Island, max_length: int) -> tuple[bool, str]:
+        """Rewrite one island by the first exact method that applies: (True, which one), or
+        hand it to ``_float_retype`` with the reasons they do not apply."""
         dangling = _dangling_f64(graph, island)
         if dangling:
-            return f"refused: {where}: {dangling}"
+            return False, f"cannot change: {dangling}"
         memo: dict = {}
         bounds = {id(v): int_bounds(v, max_length, memo) for v in island.inputs}
         why_not_exact = exact_in_f32(island, bounds)
         if why_not_exact is None:
             retype(graph, island)
-            return "retyped to f32 (every value is an f32 value: exact)"
+            return True, "retyped to f32 (every value is an f32 value: exact)"
         why_not_table = table_domain(island, bounds, self.max_table)
         if why_not_table is None:
             domain = ", ".join(f"%{v.name} in [{bounds[id(v)][0]}, {bounds[id(v)][1]}]" for v in island.inputs)
             tabulate(graph, island, bounds)
-            return f"tabulated over {domain} (exact there; max_length={max_length})"
+            return True, f"tabulated over {domain} (exact there; max_length={max_length})"
+        return self._float_retype(graph, island, bounds,
+                                  f"not exact in f32 ({why_not_exact}) and no table ({why_not_table})")
+
+    def _float_retype(self, graph: Graph, island: Island, bounds: dict, reasons: str) -> tuple[bool, str]:
+        """Method 3: retype an island with float results, only if allowed and within tolerance."""
         float_exits = [e for e in island.exits if e.dtype in ("f32", "f16")]
-        reasons = f"not exact in f32 ({why_not_exact}) and no table ({why_not_table})"
         if not float_exits:
-            return f"refused: {where} computes integers/bools that f32 could round differently: {reasons}"
+            return False, f"computes integers/bools that f32 could round differently: {reasons}"
+        first = float_exits[0]
         if not self.allow_float:
-            return (f"refused: {where} has a float result (%{float_exits[0].name} at {float_exits[0].producer.loc}) "
-                    f"that f32 rounds differently: {reasons}; allow_float=true accepts it within float_tolerance")
+            return False, (f"has a float result (%{first.name} at {first.producer.loc}) that f32 rounds "
+                           f"differently: {reasons}; allow_float=true accepts it within float_tolerance")
         unsampled = elementwise(island)
         if unsampled:
-            return f"refused: {where}: allow_float samples elementwise islands only, and {unsampled}"
+            return False, f"cannot be sampled for allow_float (elementwise islands only): {unsampled}"
         err = float_error(island, bounds, np.random.default_rng(0))
         if err > self.float_tolerance:
-            return f"refused: {where}: f32 differs by {err:.2e} > float_tolerance={self.float_tolerance:g}"
+            return False, f"differs in f32 by {err:.2e} > float_tolerance={self.float_tolerance:g} ({reasons})"
         retype(graph, island)
-        return f"retyped to f32 (allow_float; measured error {err:.2e} on samples)"
+        return True, f"retyped to f32 (allow_float; measured error {err:.2e} on samples)"
 
 
 def position_table_rows(graph: Graph) -> int:

@@ -40,7 +40,7 @@ from bertc.ir import Graph, TensorType  # noqa: E402
 from bertc.ir.interpreter import run_graph  # noqa: E402
 from bertc.ir.printer import print_graph  # noqa: E402
 from bertc.ir.serialize import save  # noqa: E402
-from bertc.legalize import plan  # noqa: E402
+from bertc.legalize import explain, plan  # noqa: E402
 from bertc.pass_manager import PassFailed, PassManager, parse_pipeline  # noqa: E402
 from bertc.runtime.session import open_session  # noqa: E402
 from bertc.targets.onnx import TARGET as ONNX  # noqa: E402
@@ -307,6 +307,7 @@ def test_planner_picks_legalize_f64_before_kind_passes():
                                       {"to": "f32"}).result)
     names = [p.name for p in plan(g, [TFLITE])]
     assert names[:2] == ["legalize_f64", "legalize_erf"], names
+    assert explain(g.ops_of("erf")[0]) == "pass legalize_f64, then legalize_erf rewrites it"
     log_island = one_island(lambda g, x: g.add("cast", [g.add("log", [g.add("cast", [x], {"to": "f64"}).result]).result],
                                                {"to": "f32"}).result)
     assert plan(log_island, [ONNX]) == [] and plan(log_island, [TFLITE])[0].name == "legalize_f64"
