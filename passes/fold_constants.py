@@ -25,7 +25,7 @@ SMALL = 1 << 16  # elements: anything this small folds regardless
 
 def _sym_constant(op: Op) -> np.ndarray | None:
     r = op.results[0]
-    if len(op.results) != 1 or r.sym is None or r.dtype not in ("i32", "i64"):
+    if len(op.results) != 1 or r.sym is None or r.dtype not in ("i32", "i64", "bool"):
         return None
     if r.type.rank > 1 or not all(isinstance(d, int) for d in r.sym):
         return None

@@ -820,6 +820,21 @@ case("strided_slice_runtime_window", lambda x, k: x[:, k[0]:k[0] + 2], {"x": S(N
 case("strided_slice_runtime_last", lambda x, k: x[k[0]], {"x": S(None, 3), "k": S(1, dtype=I32)},
      lambda r: [{"x": edgy(r, (4, 3)), "k": np.array([-1], np.int32)}, {"x": edgy(r, (4, 3)), "k": np.array([2], np.int32)}],
      ["slice"], ["StridedSlice"], exact=True)
+# tf.cond decided by the shapes (DeBERTa: rebuild relative positions when key_len != query_len).
+_COND_W = tf.Variable(np.random.default_rng(3).standard_normal((4, 4)).astype(np.float32), name="cond_w")
+
+
+def _cond_on_lengths(q):
+    k = q * 3.0
+    rebuilt = lambda: tf.matmul(q, _COND_W)  # noqa: E731
+    kept = lambda: tf.matmul(k, _COND_W) + 1.0  # noqa: E731
+    return tf.cond(tf.not_equal(tf.shape(k)[-2], tf.shape(q)[-2]), rebuilt, kept)
+
+
+case("cond_decided_by_shapes", _cond_on_lengths, {"q": S(None, None, 4)},
+     lambda r: [{"q": edgy(r, (2, 3, 4))}, {"q": edgy(r, (1, 5, 4))}], ["matmul"], ["If|StatelessIf"])
+case("cond_decided_by_static_dim", lambda x: tf.cond(tf.shape(x)[1] > 2, lambda: x * 2.0, lambda: -x),
+     {"x": S(None, 3)}, lambda r: [{"x": edgy(r, (2, 3))}], ["mul"], ["If|StatelessIf"], signed_zeros=True)
 case("slice_runtime_begin", lambda x, b: tf.slice(x, b, [-1, 2]), {"x": S(None, 5), "b": S(2, dtype=I32)},
      lambda r: [{"x": edgy(r, (3, 5)), "b": np.array([1, 2], np.int32)}], ["slice"], ["Slice"], exact=True)
 
@@ -971,6 +986,8 @@ _REFUSED = [  # id, TF code, specs, what the error says
     ("squeeze_unknown_dims", tf.squeeze, {"x": S(None, 1, 4)}, "Squeeze"),
     ("gather_batch_dims", lambda p, i: tf.gather(p, i, batch_dims=1), {"p": S(None, 5), "i": S(None, 2, dtype=I32)},
      "batch_dims"),
+    ("cond_on_data", lambda x: tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: -x), {"x": S(None, 3)},
+     "If 'cond'.*depends on the data"),
     ("pad_v2_runtime_value", lambda x, v: tf.pad(x, [[0, 1]], constant_values=v[0]),
      {"x": S(None), "v": S(1)}, "PadV2"),
 ]

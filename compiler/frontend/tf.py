@@ -1,8 +1,9 @@
 """Import a frozen TensorFlow graph into the IR, op by op, through one handler table.
 
 Every TF op with no handler is collected and reported at once, each with its
-node name, before anything is built.  Control flow and string ops are refused
-with a reason.  Inputs keep their signature names and dtypes; unknown input
+node name, before anything is built.  Loops and string ops are refused with a
+reason; a ``tf.cond`` whose predicate the shapes decide is imported as the
+branch it takes (``conditionals.py``).  Inputs keep their signature names and dtypes; unknown input
 dims become the symbols ``batch`` (dim 0) and ``seq`` (dim 1).
 """
 
@@ -30,6 +31,8 @@ HANDLERS: dict[str, Handler] = {}
 CONTROL_FLOW = {"While", "StatelessWhile", "If", "StatelessIf", "Switch", "Merge", "Enter", "Exit",
                 "NextIteration", "LoopCond", "Case", "StatelessCase", "PartitionedCall",
                 "StatefulPartitionedCall"}
+# tf.cond: imported when its predicate is decided by the shapes (conditionals.py).
+CONDITIONALS = {"If", "StatelessIf"}
 DIM_SYMBOLS = {0: "batch", 1: "seq"}
 
 
@@ -54,11 +57,14 @@ class ImportContext:
     """What a handler sees: the graph under construction and the current node."""
 
     def __init__(self, graph: Graph, weight_names: dict[str, str] | None = None,
-                 variables: dict[str, tuple[str, Any]] | None = None) -> None:
+                 variables: dict[str, tuple[str, Any]] | None = None, functions: dict[str, Any] | None = None,
+                 source: str = "<graph>") -> None:
         self.graph = graph
         self.node: Any = None
         self.weight_names = weight_names or {}
         self.variables = variables or {}
+        self.functions = functions or {}  # FunctionDefs by name: the branches of tf.cond
+        self.source = source
 
     def variable(self, input_name: str) -> Value:
         """The constant holding the weights behind a captured variable placeholder."""
@@ -166,18 +172,7 @@ def import_frozen(model: FrozenModel) -> Graph:
     order = _reachable(nodes, [o.node for o in model.outputs])
     model.variables = _forward_variables(nodes, order, dict(model.variables or {}))
     placeholder_names = {i.node for i in model.inputs} | set(model.variables or {})
-    problems: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for name in order:
-        node = nodes[name]
-        if node.op == "Placeholder" and name in placeholder_names:
-            continue
-        why = _refuse(node) or (None if node.op in HANDLERS else NO_HANDLER)
-        if why:
-            problems[why][node.op].append(clean_name(name))
-    if problems:
-        raise BertcError(_unsupported_message(model.source, problems),
-                         "Re-export the model without these ops, or add a handler for each to "
-                         "bertc.frontend.tf_ops (docs/user-guide.md, 'Importing a new TF op').")
+    check_supported(model.source, nodes, order, placeholder_names)
 
     graph = Graph("main")
     env: dict[str, list[Value]] = {}
@@ -185,9 +180,36 @@ def import_frozen(model: FrozenModel) -> Graph:
         shape = spec.shape if spec.shape is not None else []
         dims = tuple(d if d is not None else DIM_SYMBOLS.get(i, f"d{i}") for i, d in enumerate(shape))
         env[spec.node] = [graph.add_input(spec.name, TensorType(dtype_of(np.dtype(spec.dtype)), dims))]
-    ctx = ImportContext(graph, model.weight_names, model.variables)
+    ctx = ImportContext(graph, model.weight_names, model.variables,
+                        {f.signature.name: f for f in model.graph_def.library.function}, model.source)
     for name in model.variables or {}:
         env[name] = [None]  # read through ReadVariableOp / ResourceGather, which ask ctx.variable()
+    import_nodes(ctx, nodes, order, env)
+    for spec in model.outputs:
+        graph.outputs[spec.name] = env[spec.node][spec.index]
+    return graph
+
+
+def check_supported(source: str, nodes: dict[str, Any], order: list[str], placeholders: set[str]) -> None:
+    """Every node in ``order`` has a handler: else one error listing all that lack one."""
+    problems: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for name in order:
+        node = nodes[name]
+        if node.op == "Placeholder" and name in placeholders:
+            continue
+        why = None if node.op in CONDITIONALS else _refuse(node) or (None if node.op in HANDLERS else NO_HANDLER)
+        if why:
+            problems[why][node.op].append(clean_name(name))
+    if problems:
+        raise BertcError(_unsupported_message(source, problems),
+                         "Re-export the model without these ops, or add a handler for each to "
+                         "bertc.frontend.tf_ops (docs/user-guide.md, 'Importing a new TF op').")
+
+
+def import_nodes(ctx: ImportContext, nodes: dict[str, Any], order: list[str], env: dict[str, list]) -> None:
+    """Translate ``order``'s nodes into ``ctx.graph``; ``env`` maps node names to their values."""
+    from .conditionals import import_cond
+
     for name in order:
         if name in env:
             continue
@@ -200,13 +222,10 @@ def import_frozen(model: FrozenModel) -> Graph:
             src, _, idx = inp.partition(":")
             ins.append(env[src][int(idx or 0)])
         try:
-            out = HANDLERS[node.op](ctx, node, ins)
+            out = import_cond(ctx, node, ins) if node.op in CONDITIONALS else HANDLERS[node.op](ctx, node, ins)
         except OpError as e:
-            raise BertcError(f"{model.source}: cannot import {node.op} '{name}': {e}") from None
+            raise BertcError(f"{ctx.source}: cannot import {node.op} '{clean_name(name)}': {e}") from None
         env[name] = out if isinstance(out, list) else [out]
-    for spec in model.outputs:
-        graph.outputs[spec.name] = env[spec.node][spec.index]
-    return graph
 
 
 NO_HANDLER = "no handler in bertc"

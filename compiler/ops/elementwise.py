@@ -159,14 +159,38 @@ _binary("mod", np.mod,
 _binary("pow", np.power, "x ** y")
 _binary("maximum", np.maximum, "max(x, y)")
 _binary("minimum", np.minimum, "min(x, y)")
-_binary("equal", np.equal, "x == y", "bool")
-_binary("not_equal", np.not_equal, "x != y", "bool")
-_binary("less", np.less, "x < y", "bool")
-_binary("less_equal", np.less_equal, "x <= y", "bool")
-_binary("greater", np.greater, "x > y", "bool")
-_binary("greater_equal", np.greater_equal, "x >= y", "bool")
-_binary("logical_and", np.logical_and, "x and y", "bool")
-_binary("logical_or", np.logical_or, "x or y", "bool")
+def _compare_dims(fn, same: bool):
+    """A comparison of dims when it is decidable: two ints, or one symbol with itself
+    (``seq == seq`` is true whatever seq is; ``seq == batch`` is not decidable)."""
+
+    def cmp(x, y):
+        if isinstance(x, int) and isinstance(y, int):
+            return bool(fn(x, y))
+        if x == y and x != UNKNOWN:
+            return same
+        raise ValueError("undecidable comparison of dims")
+
+    return cmp
+
+
+def _logic_dims(fn):
+    def logic(x, y):
+        if isinstance(x, int) and isinstance(y, int):
+            return bool(fn(bool(x), bool(y)))
+        raise ValueError("symbolic logic")
+
+    return logic
+
+
+_binary("equal", np.equal, "x == y", "bool", sym=_sym_binary(_compare_dims(np.equal, True)))
+_binary("not_equal", np.not_equal, "x != y", "bool", sym=_sym_binary(_compare_dims(np.not_equal, False)))
+_binary("less", np.less, "x < y", "bool", sym=_sym_binary(_compare_dims(np.less, False)))
+_binary("less_equal", np.less_equal, "x <= y", "bool", sym=_sym_binary(_compare_dims(np.less_equal, True)))
+_binary("greater", np.greater, "x > y", "bool", sym=_sym_binary(_compare_dims(np.greater, False)))
+_binary("greater_equal", np.greater_equal, "x >= y", "bool",
+        sym=_sym_binary(_compare_dims(np.greater_equal, True)))
+_binary("logical_and", np.logical_and, "x and y", "bool", sym=_sym_binary(_logic_dims(np.logical_and)))
+_binary("logical_or", np.logical_or, "x or y", "bool", sym=_sym_binary(_logic_dims(np.logical_or)))
 
 
 def _verify_where(op) -> None:
