@@ -34,10 +34,8 @@ pytest.importorskip("ai_edge_litert")
 import tensorflow as tf  # noqa: E402
 
 from bertc.cli import main  # noqa: E402
-from bertc.diagnostics import BertcError  # noqa: E402
 from bertc.frontend.tf import import_function  # noqa: E402
 from bertc.ir import Graph, TensorType  # noqa: E402
-from bertc.ir.interpreter import run_graph  # noqa: E402
 from bertc.ir.printer import print_graph  # noqa: E402
 from bertc.ir.serialize import save  # noqa: E402
 from bertc.legalize import explain, plan  # noqa: E402
@@ -139,7 +137,8 @@ def test_relative_position_buckets_on_litert_match_tf(name):
         got = session.run({"x": x})
         assert got["buckets"].dtype == np.int32
         np.testing.assert_array_equal(got["buckets"], want["buckets"].numpy(), err_msg=f"{name} seq={seq}")
-        err = float(np.max(np.abs(got["scores"] - want["scores"].numpy()) / np.maximum(1, np.abs(want["scores"].numpy()))))
+        scores = want["scores"].numpy()
+        err = float(np.max(np.abs(got["scores"] - scores) / np.maximum(1, np.abs(scores))))
         assert err <= FLOAT_TOLERANCE, (name, seq, err)
         worst = max(worst, err)
     print(f"{name}: buckets bit-exact at seq {LENGTHS}; scores max rel err {worst:.2e}")
@@ -151,9 +150,11 @@ def test_the_table_holds_what_f64_computes_and_f32_does_not():
     where f64 gives 5.999999999999999: bucket 14 instead of 13."""
     from bertc.passes.legalize_f64 import evaluate, find_islands
 
-    graph, _ = import_function(tf.function(
-        lambda x: {"b": BUCKETS["mpnet_reciprocal"](tf.range(tf.shape(x)[1])[None, :] - tf.range(tf.shape(x)[1])[:, None])},
-        input_signature=[tf.TensorSpec([None, None], tf.float32)]).get_concrete_function())
+    def buckets(x):
+        positions = tf.range(tf.shape(x)[1])
+        return {"b": BUCKETS["mpnet_reciprocal"](positions[None, :] - positions[:, None])}
+    graph, _ = import_function(tf.function(buckets, input_signature=[tf.TensorSpec([None, None], tf.float32)])
+                               .get_concrete_function())
     (island,) = find_islands(graph)
     n = np.arange(MAX_LENGTH, dtype=np.int32)
     want = tf.cast(tf.math.log(n / 8) * (1 / math.log(16)) * 8, tf.int32).numpy()  # the island, eager TF
@@ -308,8 +309,10 @@ def test_planner_picks_legalize_f64_before_kind_passes():
     names = [p.name for p in plan(g, [TFLITE])]
     assert names[:2] == ["legalize_f64", "legalize_erf"], names
     assert explain(g.ops_of("erf")[0]) == "pass legalize_f64, then legalize_erf rewrites it"
-    log_island = one_island(lambda g, x: g.add("cast", [g.add("log", [g.add("cast", [x], {"to": "f64"}).result]).result],
-                                               {"to": "f32"}).result)
+    def log_body(g, x):
+        wide = g.add("cast", [x], {"to": "f64"}).result
+        return g.add("cast", [g.add("log", [wide]).result], {"to": "f32"}).result
+    log_island = one_island(log_body)
     assert plan(log_island, [ONNX]) == [] and plan(log_island, [TFLITE])[0].name == "legalize_f64"
 
 
@@ -322,7 +325,8 @@ def test_bertc_check_names_legalize_f64_for_tflite(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0, text
     assert "target onnx: all ops are supported" in text
-    assert "log x1 (log on f64: tflite lowers bool/f32/i32/i64 tensors only) at Log\n    -> rewritten by legalize_f64" in text
+    assert ("log x1 (log on f64: tflite lowers bool/f32/i32/i64 tensors only) at Log\n"
+            "    -> rewritten by legalize_f64") in text
     assert "after legalization, tflite is legal" in text
 
 
