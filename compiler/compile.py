@@ -51,16 +51,14 @@ def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, P
     Each artifact goes to disk as soon as it exists, so only one serialized
     model is in memory at a time (BERT-base: 440 MB each).
     """
-    from .legalize import legalizers
+    from .legalize import explain
 
-    table = legalizers()
     for target in targets:
         missing = target.unsupported(graph)
         if missing:
             lines = []
             for u in missing[:20]:
-                fix = f"pass {table[u.op.kind].name} rewrites it" if u.op.kind in table else "no pass rewrites it"
-                lines.append(f"  {u.op.kind} at {u.op.loc}: {u.reason} ({fix})")
+                lines.append(f"  {u.op.kind} at {u.op.loc}: {u.reason} ({explain(u.op)})")
             more = f"\n  … and {len(missing) - 20} more" if len(missing) > 20 else ""
             raise BertcError(f"the model is not legal for target '{target.name}': "
                              f"{len(missing)} op(s) it cannot run:\n" + "\n".join(lines) + more,
