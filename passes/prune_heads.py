@@ -11,10 +11,13 @@ kept, so every remaining product is computed as before.  What carries the
 head count comes from ``bertc.analysis.structure``: the Q/K/V kernels'
 output axes and biases, the O kernel's input axes (one axis of
 heads*head_size, or a heads axis in Keras' einsum kernels, sliced there), and
-the reshape targets between them ([0,0,4,16] -> [0,0,3,16], [0,-1,64] ->
-[0,-1,48]; a target given as a constant operand or a concat of constants is
-rewritten the same way).  Then every type is re-inferred from the new
-constants.  Layers may end up with different head counts.  A layer left with
+every reshape between them, each with the axis that holds the heads
+(``bertc.analysis.layout``): [0,0,4,16] -> [0,0,3,16], [0,-1,64] ->
+[0,-1,48], the flattened form of Google's modeling.py ([batch*seq, 64] split
+by a target packed from tf.shape at run time, merged by [-1, 64]) alike.
+``bertc.analysis.prune_edit`` rewrites the constant that carries the count
+wherever the target keeps it and checks every reshape after re-inference; a
+target it cannot rewrite is an error at that reshape, naming the layer.  Layers may end up with different head counts.  A layer left with
 no head has its attention sublayer replaced by its output bias (the residual
 adds just that), only with ``allow_empty=true``.
 
@@ -45,14 +48,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bertc.analysis.importance import HEAD_CRITERIA, Scores, bias_axes, head_scores, take_features
+from bertc.analysis.importance import HEAD_CRITERIA, Scores, head_scores
+from bertc.analysis.prune_edit import (Edit, PruneError, apply_reshapes, plan_reshapes, reinfer,  # noqa: F401
+                                       reinfer_checked, replace_operand_const, slice_projection)
 from bertc.analysis.reconstruct import reconstruct
-from bertc.ir.parser import copy_graph
 from bertc.analysis.structure import Attention, Structure, analyze_structure
-from bertc.diagnostics import BertcError
 from bertc.ir import Graph, Op
-from bertc.ir.registry import get_op_def
-from bertc.ir.types import TensorType, is_static
+from bertc.ir.parser import copy_graph
+from bertc.ir.types import is_static
 from bertc.pass_manager import Pass, PassContext, register_pass
 from bertc.runtime.fidelity import Fidelity
 
@@ -60,45 +63,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RATIO = 0.3
 DEFAULT_SEQ = 128  # FLOPs are reported here when there is no calibration data
-
-
-class PruneError(BertcError):
-    """The graph cannot be pruned as asked (a head count computed at run time, a bad keep list …)."""
-
-
-# ------------------------------------------------------------------ graph editing helpers (shared)
-def reinfer(graph: Graph) -> None:
-    """Recompute every result type (and symbolic shape value) from the operands, in order."""
-    for op in graph.ops:
-        opdef = get_op_def(op.kind)
-        types = opdef.infer_types(op)
-        for r, t in zip(op.results, types):
-            r.type = t
-        if opdef.sym is not None:
-            try:
-                syms = opdef.sym(op)
-            except Exception:
-                syms = None
-            for i, r in enumerate(op.results):
-                r.sym = syms[i] if syms is not None else None
-
-
-def replace_operand_const(graph: Graph, user: Op, index: int, value: np.ndarray, suffix: str = "pruned") -> None:
-    """Make operand ``index`` of ``user`` the constant ``value``.
-
-    A constant used only there is edited (a new array: weights may be shared
-    with other graphs); a shared one is left alone and a new constant made.
-    """
-    old = user.operands[index]
-    const = old.producer
-    if const is not None and const.kind == "const" and len(old.uses) == 1 and \
-            not any(v is old for v in graph.outputs.values()):
-        const.attrs["value"] = value
-        old.type = TensorType.of(value)
-        return
-    name = (const.attrs["name"] if const is not None and const.kind == "const" else old.name) + "/" + suffix
-    new = graph.const(value, name, const.loc if const is not None else user.loc, before=user)
-    user.set_operand(index, new)
 
 
 def _resolve(shape: tuple, dims: dict[str, int]) -> tuple | None:
@@ -288,73 +252,6 @@ def select_units(scores: dict[int, np.ndarray], remove: int | None, ratio: float
 
 
 # ------------------------------------------------------------------ the rewrite
-def _rewrite_target(graph: Graph, op: Op, pos: int, old: int, new: int) -> None:
-    """Set entry ``pos`` of a reshape's target from ``old`` to ``new`` (0 and -1 stay: they follow)."""
-    if op.attrs.get("shape") is not None:
-        target = list(op.attrs["shape"])
-        if target[pos] in (0, -1):
-            return
-        if target[pos] != old:
-            raise PruneError(f"reshape at {op.loc}: target {target} has {target[pos]} where {old} was expected")
-        target[pos] = new
-        op.attrs["shape"] = target
-        return
-    _rewrite_shape_operand(graph, op, 1, pos, old, new)
-
-
-def _rewrite_shape_operand(graph: Graph, user: Op, index: int, pos: int, old: int, new: int) -> None:
-    v = user.operands[index]
-    c = v.const_value()
-    if c is not None:
-        arr = np.array(c, copy=True)
-        flat = arr.reshape(-1)
-        if flat[pos] in (0, -1):
-            return
-        if flat[pos] != old:
-            raise PruneError(f"shape constant at {user.loc} has {flat[pos]} where {old} was expected")
-        flat[pos] = new
-        replace_operand_const(graph, user, index, arr)
-        return
-    op = v.producer
-    if op is not None and op.kind == "concat" and v.type.rank == 1:
-        offset = 0
-        for i, part in enumerate(op.operands):
-            n = part.shape[0] if part.type.rank == 1 else 1
-            if not is_static(n):
-                break
-            if offset <= pos < offset + n:
-                return _rewrite_shape_operand(graph, op, i, pos - offset, old, new)
-            offset += n
-    if op is not None and op.kind in ("cast", "identity"):
-        return _rewrite_shape_operand(graph, op, 0, pos, old, new)
-    raise PruneError(f"reshape at {user.loc}: its target's count {old} is computed at run time, so it "
-                     "cannot be rewritten (run fold_constants,simplify_shapes first)")
-
-
-def _head_position(op: Op, heads: int, size: int) -> tuple[int, int] | None:
-    """(target index, value there) of a reshape that splits or merges heads, or None."""
-    x, y = op.operands[0].shape, op.result.shape
-    split = [i for i in range(len(y) - 1) if y[i] == heads and y[i + 1] == size]
-    if split and not any(x[j] == heads and x[j + 1] == size for j in range(len(x) - 1)):
-        return split[0], heads
-    merged = heads * size
-    if any(x[j] == heads and x[j + 1] == size for j in range(len(x) - 1)):
-        for i, d in enumerate(y):
-            if d == merged:
-                return i, merged
-    return None
-
-
-def _slice_projection(graph: Graph, p, side: str, groups: int, size: int, keep: list[int]) -> None:
-    ins, outs = p.kernel_axes()
-    axes = outs if side == "out" else ins
-    replace_operand_const(graph, p.op, 1, take_features(p.kernel.const_value(), axes, groups, size, keep))
-    if side == "out" and p.bias is not None:
-        b = p.bias.const_value()
-        idx = [i for i, v in enumerate(p.bias_add.operands) if v is p.bias][0]
-        replace_operand_const(graph, p.bias_add, idx, take_features(b, bias_axes(b, groups * size), groups, size, keep))
-
-
 def _drop_attention(graph: Graph, att: Attention) -> None:
     """No head left: the sublayer's output is its output bias (or zero)."""
     o = att.o
@@ -366,34 +263,36 @@ def _drop_attention(graph: Graph, att: Attention) -> None:
     o.out.replace_all_uses_with(value)
 
 
-def prune_attention(graph: Graph, att: Attention, keep: list[int]) -> None:
-    """Keep heads ``keep`` (sorted) of ``att``; types are stale until ``reinfer``."""
+def prune_attention(graph: Graph, att: Attention, keep: list[int], where: str) -> list[Edit]:
+    """Keep heads ``keep`` (sorted) of ``att``; types are stale until ``finish``, which checks the returned edits."""
     h, d = att.heads, att.head_size
     if len(keep) == h:
-        return
+        return []
     if not keep:
         _drop_attention(graph, att)
-        return
-    positions = []
-    for op in att.head_ops:  # find every target to rewrite before changing anything
-        if op.kind == "reshape":
-            pos = _head_position(op, h, d)
-            if pos is not None:
-                positions.append((op, *pos))
+        return []
+    edits = plan_reshapes(att.head_paths, len(keep), where)  # every target, before anything changes
     for p in (att.q, att.k, att.v):
-        _slice_projection(graph, p, "out", h, d, keep)
-    _slice_projection(graph, att.o, "in", h, d, keep)
-    for op, pos, old in positions:
-        _rewrite_target(graph, op, pos, old, len(keep) * (old // h))
+        slice_projection(graph, p, "out", h, d, keep)
+    slice_projection(graph, att.o, "in", h, d, keep)
+    apply_reshapes(graph, edits, h, len(keep))
+    return edits
 
 
-def finish(graph: Graph) -> Structure:
-    """Re-infer types, drop what no longer feeds anything, and refresh the structure summary."""
+def finish(graph: Graph, edits: list[Edit] = ()) -> Structure:
+    """Re-infer types (checking the rewritten reshapes), drop what no longer feeds anything, re-analyse."""
     from .dce import eliminate_dead_code
 
-    reinfer(graph)
+    reinfer_checked(graph, list(edits))
     eliminate_dead_code(graph)
     return analyze_structure(graph)
+
+
+def layer_where(graph_layer) -> str:
+    """How errors name a layer: its index and the location of its first projection."""
+    a, f = graph_layer.attention, graph_layer.ffn
+    op = a.q.op if a is not None else f.up.op
+    return f"layer {graph_layer.index} ({op.loc})"
 
 
 # ------------------------------------------------------------------ the pass
@@ -476,10 +375,11 @@ class PruneHeads(Pass):
         before = cost(graph, seqs)
         drift = OutputDrift(graph, ctx.calib)
         reference = copy_graph(graph) if self.reconstruct else None
+        edits: list[Edit] = []
         for layer in structure.layers:
             if layer.attention is not None:
-                prune_attention(graph, layer.attention, kept[layer.index])
-        finish(graph)
+                edits += prune_attention(graph, layer.attention, kept[layer.index], layer_where(layer))
+        finish(graph, edits)
         refit = reconstruct(graph, reference, ctx.calib, self.batch_size) if reference is not None else None
         if scores is not None:
             graph.analyses["head_importance"] = scores.to_json()

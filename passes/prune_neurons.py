@@ -31,27 +31,26 @@ from bertc.ir import Graph
 from bertc.pass_manager import Pass, PassContext, register_pass
 from bertc.runtime.fidelity import Fidelity
 
-from .prune_heads import (OutputDrift, PruneError, _rewrite_target, _slice_projection, cost, cost_change, finish,
-                          parse_keep, quoted_spec, report_seqs, select_units)
+from bertc.analysis.prune_edit import Edit, PruneError, apply_reshapes, plan_reshapes, slice_projection
+
+from .prune_heads import (OutputDrift, cost, cost_change, finish, layer_where, parse_keep, quoted_spec, report_seqs,
+                          select_units)
 
 DEFAULT_RATIO = 0.3
 
 
-def prune_ffn(graph: Graph, ffn: FeedForward, keep: list[int]) -> None:
-    """Keep neurons ``keep`` (sorted) of ``ffn``; types are stale until ``reinfer``."""
+def prune_ffn(graph: Graph, ffn: FeedForward, keep: list[int], where: str) -> list[Edit]:
+    """Keep neurons ``keep`` (sorted) of ``ffn``; types are stale until ``finish``, which checks the returned edits."""
     n = ffn.intermediate
     if len(keep) == n:
-        return
+        return []
     if not keep:
-        raise PruneError(f"the feed-forward at {ffn.up.op.loc} would keep no neuron (min_neurons >= 1).")
-    targets = []
-    for op in ffn.width_ops:
-        if op.kind == "reshape":
-            targets += [(op, i) for i, d in enumerate(op.result.shape) if d == n]
-    _slice_projection(graph, ffn.up, "out", n, 1, keep)
-    _slice_projection(graph, ffn.down, "in", n, 1, keep)
-    for op, pos in targets:
-        _rewrite_target(graph, op, pos, n, len(keep))
+        raise PruneError(f"{where}: the feed-forward at {ffn.up.op.loc} would keep no neuron (min_neurons >= 1).")
+    edits = plan_reshapes(ffn.width_paths, len(keep), where)
+    slice_projection(graph, ffn.up, "out", n, 1, keep)
+    slice_projection(graph, ffn.down, "in", n, 1, keep)
+    apply_reshapes(graph, edits, n, len(keep))
+    return edits
 
 
 def layer_widths(structure: Structure) -> dict[int, int]:
@@ -123,10 +122,11 @@ class PruneNeurons(Pass):
         before = cost(graph, seqs)
         drift = OutputDrift(graph, ctx.calib)
         reference = copy_graph(graph) if self.reconstruct else None
+        edits: list[Edit] = []
         for layer in structure.layers:
             if layer.ffn is not None:
-                prune_ffn(graph, layer.ffn, kept[layer.index])
-        finish(graph)
+                edits += prune_ffn(graph, layer.ffn, kept[layer.index], layer_where(layer))
+        finish(graph, edits)
         refit = reconstruct(graph, reference, ctx.calib, self.batch_size) if reference is not None else None
         self._report(ctx, widths, kept, scores, notes, cost_change(before, cost(graph, seqs)), drift.measure(graph),
                      refit)
@@ -144,6 +144,7 @@ class PruneNeurons(Pass):
              + ("" if self.per_layer or not self.normalize else ", scores L2-normalised per layer")),
             "neurons_before": {str(k): n for k, n in widths.items()},
             "neurons_after": {str(k): len(kept[k]) for k in widths},
+            "kept": {str(k): kept[k] for k in widths},
             "removed": int(sum(widths.values()) - sum(len(kept[k]) for k in widths)),
         }
         if change is not None:

@@ -39,11 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from bertc.analysis.prune_edit import replace_operand_const
 from bertc.ir import Graph, Op
 from bertc.pass_manager import Pass, PassContext, register_pass
 from bertc.runtime.fidelity import Fidelity
 
-from .prune_heads import quoted_spec, replace_operand_const
+from .prune_heads import quoted_spec
 
 
 def dense_kernels(graph: Graph, exclude: str = "") -> list[tuple[Op, int]]:

@@ -39,8 +39,10 @@ import numpy as np
 
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import run_graph
+from ..ir.types import is_static
 from ..runtime.inputs import input_role
 from .autodiff import forward, tap_gradients
+from .layout import Units
 from .structure import Attention, FeedForward, Projection, Structure
 
 log = logging.getLogger(__name__)
@@ -139,42 +141,99 @@ def neuron_magnitude(ffn: FeedForward) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ masks (taps)
-def head_axis(att: Attention) -> int:
-    """The axis of the context (probs @ V) that indexes heads."""
-    shape = att.context.result.shape
-    for ax in [1] + list(range(len(shape))):
-        if shape[ax] == att.heads:
-            return ax
-    raise ValueError(f"the attention context {att.context.result.type} has no axis of {att.heads} heads")
+def concrete_shape(graph: Graph, value: Value, feeds: dict) -> tuple[int, ...]:
+    """``value``'s shape for these feeds: its symbols read off the inputs' shapes, else from a run."""
+    dims: dict[str, int] = {}
+    for v in graph.inputs:
+        if v.name in feeds:
+            for d, n in zip(v.shape, np.shape(feeds[v.name])):
+                if isinstance(d, str) and d.isidentifier():
+                    dims[d] = int(n)
+    out = []
+    for d in value.shape:
+        n = 1
+        for part in str(d).split("*"):
+            if part.isdigit():
+                n *= int(part)
+            elif part in dims:
+                n *= dims[part]
+            else:
+                return _observed_shape(graph, value, feeds)
+        out.append(n)
+    return tuple(out)
 
 
-def _mask_shape(rank: int, batch: int, axis: int, n: int) -> tuple[int, ...]:
-    shape = [1] * rank
-    shape[0] = batch
-    shape[axis] = n
-    return tuple(shape)
+def _observed_shape(graph: Graph, value: Value, feeds: dict) -> tuple[int, ...]:
+    seen: dict[str, tuple] = {}
+    run_graph(graph, feeds, observe=lambda v, a: seen.setdefault("s", a.shape) if v is value else None)
+    return tuple(seen["s"])
 
 
 @dataclass
 class Site:
-    """Where a family of units (one layer's heads or neurons) can be masked."""
+    """Where a family of units (one layer's heads or neurons) can be masked.
+
+    ``where`` says which axis of the tapped value holds the units and what is
+    merged with them (``shape[axis] = outer * units * inner``): heads on an axis
+    of their own, ``[batch*seq, neurons]`` of a flattened FFN, ``[batch*heads, ...]``
+    alike.  Taylor masks are as large as the value (one scale per element) and
+    their gradients are summed per example and unit: the same as one scale per
+    (example, unit), whatever the layout, since an example's rows come first
+    in the flattening of its leading axis.
+    """
 
     layer: int
     value: Value  # the tapped value: head context, or activation output
-    axis: int  # the axis that indexes the units
-    units: int
+    where: Units
 
-    def ones(self, batch: int) -> np.ndarray:
-        return np.ones(_mask_shape(self.value.type.rank, batch, self.axis, self.units), dtype=np.float32)
+    @property
+    def axis(self) -> int:
+        return self.where.axis
 
-    def without(self, unit: int) -> np.ndarray:
-        m = self.ones(1)
-        np.moveaxis(m, self.axis, 0)[unit] = 0.0
-        return m
+    @property
+    def units(self) -> int:
+        return self.where.count
+
+    def _split(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """(outer, inner) as numbers for this concrete shape."""
+        n = shape[self.axis]
+        if is_static(self.where.inner):
+            inner = int(self.where.inner)
+        else:
+            outer = self.where.outer(self.value.shape)
+            if not is_static(outer):
+                raise ValueError(f"%{self.value.name} {self.value.type}: both sides of the units on axis "
+                                 f"{self.axis} are symbolic")
+            inner = n // (self.units * int(outer))
+        return n // (self.units * inner), inner
+
+    def per_unit(self, grad: np.ndarray, batch: int) -> np.ndarray:
+        """sum over examples of |sum of that example's gradients of unit u|, from a full-size mask's gradient."""
+        outer, inner = self._split(grad.shape)
+        a = self.axis
+        g = grad.reshape(grad.shape[:a] + (outer, self.units, inner) + grad.shape[a + 1:])
+        g = np.moveaxis(g, a + 1, -1)
+        return np.abs(g.reshape(batch, -1, self.units).sum(1)).sum(0)
+
+    def rows(self, arr: np.ndarray) -> np.ndarray:
+        """The value as [positions, units] (positions in row-major order, examples first)."""
+        outer, inner = self._split(arr.shape)
+        a = self.axis
+        g = arr.reshape(arr.shape[:a] + (outer, self.units, inner) + arr.shape[a + 1:])
+        return np.moveaxis(g, a + 1, -1).reshape(-1, self.units)
+
+    def without(self, unit: int, shape: tuple[int, ...]) -> np.ndarray:
+        """A mask (broadcast over everything but the units' axis) that zeroes ``unit``."""
+        outer, inner = self._split(shape)
+        pattern = np.ones((outer, self.units, inner), dtype=np.float32)
+        pattern[:, unit, :] = 0.0
+        m = [1] * len(shape)
+        m[self.axis] = shape[self.axis]
+        return pattern.reshape(m)
 
 
 def head_sites(structure: Structure) -> list[Site]:
-    return [Site(layer.index, layer.attention.context.result, head_axis(layer.attention), layer.attention.heads)
+    return [Site(layer.index, layer.attention.context.result, layer.attention.context_units)
             for layer in structure.layers if layer.attention is not None]
 
 
@@ -182,8 +241,8 @@ def neuron_sites(structure: Structure) -> list[Site]:
     out = []
     for layer in structure.layers:
         if layer.ffn is not None:
-            v = layer.ffn.activation.result
-            out.append(Site(layer.index, v, v.type.rank - 1, layer.ffn.intermediate))
+            f = layer.ffn
+            out.append(Site(layer.index, f.activation.result, f.up.units("out", f.intermediate)))
     return out
 
 
@@ -325,11 +384,10 @@ def taylor_scores(graph: Graph, sites: list[Site], calib, batch_size: int, what:
     with progress(calib.num_batches(batch_size), f"taylor importance of {what}") as advance:
         for i, (feeds, labels) in enumerate(_batches_with_labels(calib, objective, batch_size)):
             batch = len(next(iter(feeds.values())))
-            taps = {s.value: s.ones(batch) for s in sites}
+            taps = {s.value: np.ones(concrete_shape(graph, s.value, feeds), np.float32) for s in sites}
             _, _, grads = tap_gradients(graph, feeds, taps, objective.gradient_loss(feeds, labels, seed=i))
             for s in sites:
-                g = np.moveaxis(np.abs(grads[s.value]), s.axis, -1)
-                totals[s.layer] += g.reshape(-1, s.units).sum(0)
+                totals[s.layer] += s.per_unit(grads[s.value], batch)
             advance()
     return Scores("taylor", totals, calib.source, objective.describe(gradient=True), notes)
 
@@ -345,8 +403,9 @@ def ablation_scores(graph: Graph, sites: list[Site], calib, batch_size: int, wha
             ref = run_graph(graph, feeds)
             advance()
             for s in sites:
+                shape = concrete_shape(graph, s.value, feeds)
                 for u in range(s.units):
-                    out = forward(graph, feeds, {s.value: s.without(u)}, keep=False).outputs
+                    out = forward(graph, feeds, {s.value: s.without(u, shape)}, keep=False).outputs
                     totals[s.layer][u] += objective.divergence(ref, out, feeds, labels)
                     advance()
     return Scores("ablation", totals, calib.source, objective.describe(gradient=False), notes)
@@ -367,14 +426,14 @@ def activation_scores(graph: Graph, sites: list[Site], calib, batch_size: int) -
                 s = by_id.get(id(v))
                 if s is None:
                     return
-                a = np.abs(np.moveaxis(arr, s.axis, -1).astype(np.float64))
-                if mask is not None and a.ndim == 3 and a.shape[:2] == mask.shape:
-                    w = mask.astype(np.float64)[..., None]
-                    sums[s.layer] += (a * w).reshape(-1, s.units).sum(0)
+                a = np.abs(s.rows(arr).astype(np.float64))
+                if mask is not None and len(a) == mask.size:  # [batch, seq, n] or flattened [batch*seq, n]
+                    w = mask.astype(np.float64).reshape(-1, 1)
+                    sums[s.layer] += (a * w).sum(0)
                     counts[s.layer] += float(w.sum())
                 else:
-                    sums[s.layer] += a.reshape(-1, s.units).sum(0)
-                    counts[s.layer] += a.size / s.units
+                    sums[s.layer] += a.sum(0)
+                    counts[s.layer] += len(a)
 
             run_graph(graph, feeds, observe=observe)
             advance()

@@ -122,7 +122,7 @@ def kernel_matrix(p: Projection) -> np.ndarray:
 
 def set_kernel_matrix(graph: Graph, p: Projection, w: np.ndarray) -> None:
     """Write an [in_features, out_features] matrix back in the kernel's own layout and dtype."""
-    from bertc.passes.prune_heads import replace_operand_const
+    from .prune_edit import replace_operand_const
 
     k = p.kernel.const_value()
     ins, outs = p.kernel_axes()
@@ -132,7 +132,7 @@ def set_kernel_matrix(graph: Graph, p: Projection, w: np.ndarray) -> None:
 
 
 def set_bias(graph: Graph, p: Projection, b: np.ndarray) -> None:
-    from bertc.passes.prune_heads import replace_operand_const
+    from .prune_edit import replace_operand_const
 
     old = p.bias.const_value()
     idx = [i for i, v in enumerate(p.bias_add.operands) if v is p.bias][0]

@@ -11,9 +11,16 @@ pruning passes rewrite the ops it records.
 
 What carries the head count: the Q/K/V kernels' output axes and biases, the O
 kernel's input axes (one axis of heads*head_size, or two axes heads, head_size
-as in Keras' einsum kernels), and ``head_ops``, the reshapes/transposes between
-the projections and the attention matmuls.  The FFN width lives in the up
-kernel's output axis, its bias, the down kernel's input axis and ``width_ops``.
+as in Keras' einsum kernels), and ``head_paths``, every op between the
+projections and the attention matmuls with the axis that holds the heads in its
+result (``bertc.analysis.layout``; ``head_ops`` lists their reshapes and
+transposes).  The head count is the Q projection's width over the head size the
+scores contract, so heads may sit on an axis of their own, be merged with
+head_size ([batch*seq, 64] in Google's modeling.py) or with batch; each chain
+must bring them to the attention matmuls on a batch axis, and the context must
+bring them to the output projection the way its kernel reads them, or the layer
+is not matched (with the reason).  The FFN width lives in the up kernel's
+output axis, its bias, the down kernel's input axis and ``width_paths``.
 An FFN whose layer has no attention any more (every head pruned) is still
 found, by its dense -> activation -> dense -> residual layer norm shape.
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Op, Value
+from .layout import LayoutError, Units, follow_chain
 
 # Ops that move or rescale data without mixing positions: tracing goes through them.
 PASS_THROUGH = {"transpose", "reshape", "mul", "div", "identity", "cast", "squeeze", "unsqueeze", "where"}
@@ -63,6 +71,22 @@ class Projection:
             n *= int(self.kernel.shape[a])
         return n
 
+    def units(self, side: str, groups: int) -> Units:
+        """Where ``groups`` feature groups sit in the data tensor: the result (``out``) or the input (``in``)."""
+        ins, outs = self.kernel_axes()
+        axes = outs if side == "out" else ins
+        first = int(self.kernel.shape[axes[0]])
+        if first % groups:
+            raise MatchFailed(f"{self.op.kind} at {self.op.loc}: kernel axis of {first} is not {groups} groups")
+        if self.op.kind != "einsum":
+            data = self.op.result if side == "out" else self.op.operands[0]
+            return Units(data.type.rank - 1, groups, first // groups)
+        from ..ops.linalg import parse_equation
+
+        specs, out = parse_equation(self.op.attrs["equation"])
+        data_spec = out if side == "out" else specs[0]
+        return Units(data_spec.index(specs[1][axes[0]]), groups, first // groups)
+
     @property
     def in_features(self) -> int:
         return self._features(self._kernel_axes()[0])
@@ -85,6 +109,9 @@ class Attention:
     head_size: int
     head_ops: list[Op] = field(default_factory=list)  # reshapes/transposes that carry the head count
     norm: Op | None = None  # the layer norm after the residual add
+    # every op between the projections and the attention matmuls, with where the heads are in its result
+    head_paths: list[tuple[Op, Units]] = field(default_factory=list)
+    context_units: Units | None = None  # the heads in matmul(probs, V)'s result
 
 
 @dataclass
@@ -94,6 +121,7 @@ class FeedForward:
     down: Projection
     norm: Op | None = None
     width_ops: list[Op] = field(default_factory=list)  # data movement between activation and down
+    width_paths: list[tuple[Op, Units]] = field(default_factory=list)  # those ops, with the neurons' axis
 
     @property
     def intermediate(self) -> int:
@@ -171,6 +199,15 @@ def as_projection(op: Op) -> Projection | None:
     return proj
 
 
+def _not_followed(op: Op) -> str:
+    """Why tracing stops at ``op``: a matmul without a constant kernel, or an op that is not data movement."""
+    if op.kind in ("matmul", "einsum") and len(op.operands) == 2 and not op.operands[1].is_const():
+        src = op.operands[1].producer
+        made = f" (made by {src.kind} at {src.loc})" if src is not None else " (a graph input)"
+        return f"{op.kind} at {op.loc} is not a dense layer: its kernel %{op.operands[1].name}{made} is not a constant"
+    return f"stopped at {op.kind} {op.loc}, which is neither a dense layer nor data movement"
+
+
 def trace_back(v: Value, seen: list[Op]) -> Projection:
     """Follow ``v`` backwards through data movement to the projection that made it."""
     for _ in range(12):
@@ -182,6 +219,7 @@ def trace_back(v: Value, seen: list[Op]) -> Projection:
             proj = as_projection(src.producer) if src.producer else None
             if proj is not None and proj.bias_add is op:
                 return proj
+            seen.append(op)
             v = src
             continue
         proj = as_projection(op)
@@ -189,7 +227,7 @@ def trace_back(v: Value, seen: list[Op]) -> Projection:
             return proj
         src = _data_input(op) if op.kind in PASS_THROUGH else None
         if src is None:
-            raise MatchFailed(f"stopped at {op.kind} {op.loc}")
+            raise MatchFailed(_not_followed(op))
         seen.append(op)
         v = src
     raise MatchFailed("no projection within 12 ops")
@@ -206,7 +244,7 @@ def trace_forward(v: Value, seen: list[Op]) -> Projection:
         if proj is not None and op.operands[0] is v:
             return proj
         if op.kind not in PASS_THROUGH or _data_input(op) is not v:
-            raise MatchFailed(f"stopped at {op.kind} {op.loc}")
+            raise MatchFailed(_not_followed(op))
         seen.append(op)
         v = op.result
     raise MatchFailed("no projection within 12 ops")
@@ -286,24 +324,75 @@ def _head_size(scores: Op, qi: int) -> int | str:
     return scores.operands[0].shape[-1]
 
 
+def _along(ops_backward: list[Op], start: Value, u: Units, what: str) -> tuple[list[tuple[Op, Units]], Units]:
+    """``u`` followed from ``start`` through a chain collected by ``trace_back`` (so reversed) or forward."""
+    try:
+        return follow_chain(ops_backward, start, u)
+    except LayoutError as e:
+        raise MatchFailed(f"{what}: {e}") from None
+
+
+def _batch_axis_check(mm: Op, index: int, u: Units, what: str) -> None:
+    """The heads must be a batch axis of the attention matmul (not contracted, not its rows or columns)."""
+    x = mm.operands[index]
+    if mm.kind == "einsum":
+        from ..ops.linalg import parse_equation
+
+        ins, out = parse_equation(mm.attrs["equation"])
+        if ins[index][u.axis] not in out:
+            raise MatchFailed(f"{what}: the heads are contracted by the einsum at {mm.loc}")
+        return
+    if u.axis >= x.type.rank - 2:
+        raise MatchFailed(f"{what}: the heads reach the matmul at {mm.loc} on axis {u.axis} of {x.type}, "
+                          "not on a batch axis")
+
+
+def _context_units(context: Op, v_units: Units) -> Units:
+    """The heads of V carried through matmul(probs, V) (or its einsum)."""
+    if context.kind == "einsum":
+        from ..ops.linalg import parse_equation
+
+        ins, out = parse_equation(context.attrs["equation"])
+        return Units(out.index(ins[1][v_units.axis]), v_units.count, v_units.inner)
+    shift = context.result.type.rank - context.operands[1].type.rank
+    return Units(v_units.axis + shift, v_units.count, v_units.inner)
+
+
 def match_attention(softmax: Op) -> Attention:
     scores, swapped = _scores_matmul(softmax)
     context = _probs_consumer(softmax)
-    head_ops: list[Op] = []
+    chains: dict[str, list[Op]] = {n: [] for n in "qkvo"}
     qi = _query_operand(scores) ^ int(swapped)
-    q = trace_back(scores.operands[qi], head_ops)
-    k = trace_back(scores.operands[1 - qi], head_ops)
-    v = trace_back(context.operands[1], head_ops)
-    o = trace_forward(context.result, head_ops)
-    probs_shape = softmax.result.shape
-    heads = probs_shape[1] if len(probs_shape) == 4 else None
+    q = trace_back(scores.operands[qi], chains["q"])
+    k = trace_back(scores.operands[1 - qi], chains["k"])
+    v = trace_back(context.operands[1], chains["v"])
+    o = trace_forward(context.result, chains["o"])
     head_size = _head_size(scores, qi)
-    if not isinstance(heads, int) or not isinstance(head_size, int):
-        raise MatchFailed(f"attention probabilities {softmax.result.type} do not show the head count")
-    if q.out_features != heads * head_size:
-        raise MatchFailed(f"Q projection has {q.out_features} outputs, not heads*head_size={heads * head_size}")
-    return Attention(softmax, scores, context, q, k, v, o, heads, head_size,
-                     [op for op in head_ops if op.kind in ("reshape", "transpose")], _residual_norm(o.out))
+    if len(softmax.result.shape) < 3 or not isinstance(head_size, int) or head_size <= 0:
+        raise MatchFailed(f"attention probabilities {softmax.result.type} do not show the head size")
+    if q.out_features % head_size:
+        raise MatchFailed(f"Q projection has {q.out_features} outputs, not a multiple of head_size={head_size}")
+    heads = q.out_features // head_size
+    for name, p, n in (("K", k, k.out_features), ("V", v, v.out_features), ("O", o, o.in_features)):
+        if n != heads * head_size:
+            raise MatchFailed(f"{name} projection at {p.op.loc} has {n} features, not heads*head_size="
+                              f"{heads}*{head_size}")
+    paths: list[tuple[Op, Units]] = []
+    ends = {}
+    for name, p, mm, index in (("query", q, scores, qi), ("key", k, scores, 1 - qi), ("value", v, context, 1)):
+        path, end = _along(chains[name[0]][::-1], p.out, p.units("out", heads), f"{name} heads")
+        _batch_axis_check(mm, index, end, f"{name} heads")
+        paths += path
+        ends[name] = end
+    ctx_units = _context_units(context, ends["value"])
+    path, end = _along(chains["o"], context.result, ctx_units, "attention context heads")
+    if end != o.units("in", heads):
+        raise MatchFailed(f"the output projection at {o.op.loc} reads the heads as {o.units('in', heads)}, "
+                          f"but the context brings them as {end}")
+    paths += path
+    head_ops = [op for op, _ in paths if op.kind in ("reshape", "transpose")]
+    return Attention(softmax, scores, context, q, k, v, o, heads, head_size, head_ops, _residual_norm(o.out),
+                     paths, ctx_units)
 
 
 def match_ffn(start: Value) -> FeedForward:
@@ -317,7 +406,20 @@ def match_ffn(start: Value) -> FeedForward:
     act = act_users[0]
     width_ops: list[Op] = []
     down = trace_forward(act.result, width_ops)
-    return FeedForward(up, act, down, _residual_norm(down.out), width_ops)
+    return _feed_forward(up, act, down, _residual_norm(down.out), width_ops)
+
+
+def _feed_forward(up: Projection, act: Op, down: Projection, norm: Op | None, width_ops: list[Op]) -> FeedForward:
+    """The FFN, once the neurons are followed from the activation to the down projection's input."""
+    n = up.out_features
+    if down.in_features != n:
+        raise MatchFailed(f"the FFN down projection at {down.op.loc} has {down.in_features} inputs, "
+                          f"the up projection at {up.op.loc} {n} outputs")
+    paths, end = _along(width_ops, act.result, up.units("out", n), "FFN neurons")
+    if end != down.units("in", n):
+        raise MatchFailed(f"the FFN down projection at {down.op.loc} reads the neurons as {down.units('in', n)}, "
+                          f"but they arrive as {end}")
+    return FeedForward(up, act, down, norm, width_ops, paths)
 
 
 def _orphan_ffn(act: Op, claimed: set[int]) -> FeedForward | None:
@@ -343,7 +445,10 @@ def _orphan_ffn(act: Op, claimed: set[int]) -> FeedForward | None:
     norm = _residual_norm(down.out)
     if norm is None:
         return None
-    return FeedForward(up, act, down, norm, width_ops)
+    try:
+        return _feed_forward(up, act, down, norm, width_ops)
+    except MatchFailed:
+        return None
 
 
 def analyze_structure(graph: Graph) -> Structure:

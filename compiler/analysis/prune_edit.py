@@ -1,0 +1,215 @@
+"""Graph edits shared by the structured pruning passes (prune_heads, prune_neurons) and the refit.
+
+Removing heads or neurons changes three kinds of things: kernels and biases
+(sliced along their feature axes), reshape targets that spell the count out
+(``[batch, seq, 4, 16]`` -> ``[batch, seq, 2, 16]``, ``[-1, 64]`` ->
+``[-1, 32]``), and then every type downstream (re-inferred).  Which target
+entry carries the count comes from ``bertc.analysis.layout``: the
+``Units`` recorded for each reshape of a layer's chains by the structure
+analysis.  A target may be an attribute, a constant operand, or computed at
+run time (a concat of ``tf.shape`` slices and constants, ``batch * seq``
+products); the constant that carries the count is rewritten wherever it sits,
+and what the graph shares (CSE merges the Q, K and V targets of every layer
+into one concat) is copied for the reshape first, so that layers keeping
+different head counts get targets of their own.  Pieces computed from the
+shape of a tensor that pruning already shrank follow by themselves; after
+re-inference every rewritten reshape is checked against the size it must now
+have, and a target the pass could not rewrite is reported at its location.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..diagnostics import BertcError
+from ..ir.graph import Graph, Op
+from ..ir.registry import OpError, get_op_def
+from ..ir.types import Dim, TensorType, is_static
+from .importance import bias_axes, take_features
+from .layout import Units
+
+
+class PruneError(BertcError):
+    """The graph cannot be pruned as asked (a head count computed at run time, a bad keep list …)."""
+
+
+# A planned target edit: (reshape, axis of its result, size before, size after, layer description).
+Edit = tuple[Op, int, Dim, Dim, str]
+
+
+def reinfer(graph: Graph, check=None) -> None:
+    """Recompute every result type (and symbolic shape value) from the operands, in order.
+
+    ``check(op)``, when given, runs after each op's types are recomputed.
+    """
+    for op in graph.ops:
+        opdef = get_op_def(op.kind)
+        types = opdef.infer_types(op)
+        for r, t in zip(op.results, types):
+            r.type = t
+        if opdef.sym is not None:
+            try:
+                syms = opdef.sym(op)
+            except Exception:
+                syms = None
+            for i, r in enumerate(op.results):
+                r.sym = syms[i] if syms is not None else None
+        if check is not None:
+            check(op)
+
+
+def replace_operand_const(graph: Graph, user: Op, index: int, value: np.ndarray, suffix: str = "pruned") -> None:
+    """Make operand ``index`` of ``user`` the constant ``value``.
+
+    A constant used only there is edited (a new array: weights may be shared
+    with other graphs); a shared one is left alone and a new constant made.
+    """
+    old = user.operands[index]
+    const = old.producer
+    if const is not None and const.kind == "const" and len(old.uses) == 1 and \
+            not any(v is old for v in graph.outputs.values()):
+        const.attrs["value"] = value
+        old.type = TensorType.of(value)
+        return
+    name = (const.attrs["name"] if const is not None and const.kind == "const" else old.name) + "/" + suffix
+    new = graph.const(value, name, const.loc if const is not None else user.loc, before=user)
+    user.set_operand(index, new)
+
+
+def slice_projection(graph: Graph, p, side: str, groups: int, size: int, keep: list[int]) -> None:
+    """Keep feature groups ``keep`` of a projection's kernel (``out``: and of its bias; ``in``: kernel rows)."""
+    ins, outs = p.kernel_axes()
+    axes = outs if side == "out" else ins
+    replace_operand_const(graph, p.op, 1, take_features(p.kernel.const_value(), axes, groups, size, keep))
+    if side == "out" and p.bias is not None:
+        b = p.bias.const_value()
+        idx = [i for i, v in enumerate(p.bias_add.operands) if v is p.bias][0]
+        replace_operand_const(graph, p.bias_add, idx, take_features(b, bias_axes(b, groups * size), groups, size, keep))
+
+
+# ------------------------------------------------------------------ reshape targets
+def plan_reshapes(paths: list[tuple[Op, Units]], kept: int, where: str) -> list[Edit]:
+    """Every reshape of a chain, with the size its groups' axis must have once ``kept`` groups are left."""
+    edits = []
+    for op, u in paths:
+        if op.kind != "reshape":
+            continue
+        shape = op.result.shape
+        edits.append((op, u.axis, shape[u.axis], u.dim_with(shape, kept), where))
+    return edits
+
+
+def apply_reshapes(graph: Graph, edits: list[Edit], count: int, kept: int) -> None:
+    """Scale the target entry of each planned reshape by kept / count.
+
+    Reshapes that shared one target (Q, K and V after CSE) share the rewritten one.
+    """
+    done: dict[tuple[int, int], object] = {}
+    for op, axis, _, _, where in edits:
+        if op.attrs.get("shape") is not None:
+            target = list(op.attrs["shape"])
+            target[axis] = _scaled(target[axis], count, kept, op, where)
+            op.attrs["shape"] = target
+            continue
+        key = (id(op.operands[1]), axis)
+        if key in done:
+            op.set_operand(1, done[key])
+            continue
+        _scale_entry(graph, op, 1, axis, count, kept, where)
+        done[key] = op.operands[1]
+
+
+def check_reshape(edit: Edit) -> None:
+    """After re-inference: a planned reshape now gives its groups' axis the size it must have."""
+    op, axis, old, new, where = edit
+    got = op.result.shape[axis]
+    if got != new:
+        src = op.operands[1].producer if len(op.operands) > 1 else None
+        how = f"; its target is computed by {src.kind} at {src.loc}" if src is not None else ""
+        raise PruneError(f"{where}: the reshape at {op.loc} still gives axis {axis} the size {got} after "
+                         f"pruning, where {new} (was {old}) is needed{how}, in a form the pass cannot rewrite.",
+                         "Run fold_constants,simplify_shapes before pruning, or report the graph form.")
+
+
+def reinfer_checked(graph: Graph, edits: list[Edit]) -> None:
+    """``reinfer``, checking each planned reshape as soon as it is re-inferred; an op that no longer
+    type-checks (a count the pass did not find) is reported at its location."""
+    planned = {id(e[0]): e for e in edits}
+
+    def check(op: Op) -> None:
+        if id(op) in planned:
+            check_reshape(planned[id(op)])
+
+    current: list[Op] = []
+    try:
+        reinfer(graph, lambda op: (current.append(op), check(op)))
+    except OpError as e:
+        at = graph.ops[graph.ops.index(current[-1]) + 1] if current and current[-1] is not graph.ops[-1] else None
+        where = f" at {at.kind} {at.loc}" if at is not None else ""
+        raise PruneError(f"after pruning, the graph no longer type-checks{where}: {e}. That op spells a head "
+                         "or neuron count in a form the pass does not rewrite.",
+                         "--dump-ir DIR shows the IR the pass received.") from None
+
+
+def _scaled(entry: int, count: int, kept: int, op: Op, where: str) -> int:
+    """A target entry for ``kept`` of ``count`` groups (0 copies and -1 infers: they follow by themselves)."""
+    entry = int(entry)
+    if entry in (0, -1):
+        return entry
+    if entry % count:
+        raise PruneError(f"{where}: the reshape at {op.loc} has {entry} in its target where a multiple of the "
+                         f"{count} groups was expected.")
+    return entry // count * kept
+
+
+def _private(graph: Graph, user: Op, index: int) -> Op | None:
+    """The producer of ``user``'s operand ``index``, copied for ``user`` alone when other ops use it too."""
+    v = user.operands[index]
+    op = v.producer
+    if op is None or (len(v.uses) == 1 and not any(o is v for o in graph.outputs.values())):
+        return op
+    if len(op.results) != 1:
+        return op
+    attrs = {k: (list(a) if isinstance(a, list) else a) for k, a in op.attrs.items()}
+    # right after the original, so that every user of the original may take the copy (apply_reshapes does)
+    after = graph.ops[graph.ops.index(op) + 1]
+    new = graph.add(op.kind, list(op.operands), attrs, op.loc, v.name, before=after)
+    user.set_operand(index, new.result)
+    return new
+
+
+def _scale_entry(graph: Graph, user: Op, index: int, pos: int, count: int, kept: int, where: str) -> None:
+    """Scale entry ``pos`` of ``user``'s shape operand ``index`` by kept / count, wherever its constant sits.
+
+    What is computed from ``tf.shape`` of other tensors is left alone: when
+    those tensors shrank, it follows; when not, ``check_reshapes`` says so.
+    """
+    v = user.operands[index]
+    c = v.const_value()
+    if c is not None:
+        arr = np.array(c, copy=True)
+        flat = arr.reshape(-1)
+        flat[pos] = _scaled(flat[pos], count, kept, user, where)
+        replace_operand_const(graph, user, index, arr)
+        return
+    op = _private(graph, user, index)
+    if op is None:
+        return
+    if op.kind == "concat" and v.type.rank == 1:
+        offset = 0
+        for i, part in enumerate(op.operands):
+            n = part.shape[0] if part.type.rank == 1 else 1
+            if not is_static(n):
+                return
+            if offset <= pos < offset + n:
+                return _scale_entry(graph, op, i, pos - offset, count, kept, where)
+            offset += n
+    elif op.kind in ("cast", "identity"):
+        _scale_entry(graph, op, 0, pos, count, kept, where)
+    elif op.kind in ("unsqueeze", "squeeze", "reshape") and op.operands[0].type.num_elements == 1:
+        _scale_entry(graph, op, 0, 0, count, kept, where)
+    elif op.kind == "mul":
+        for i, x in enumerate(op.operands[:2]):
+            cx = x.const_value()
+            if cx is not None and int(np.asarray(cx).reshape(-1)[0 if cx.size == 1 else pos]) % count == 0:
+                return _scale_entry(graph, op, i, 0 if cx.size == 1 else pos, count, kept, where)
