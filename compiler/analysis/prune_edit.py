@@ -80,11 +80,18 @@ def slice_projection(graph: Graph, p, side: str, groups: int, size: int, keep: l
     """Keep feature groups ``keep`` of a projection's kernel (``out``: and of its bias; ``in``: kernel rows)."""
     ins, outs = p.kernel_axes()
     axes = outs if side == "out" else ins
-    replace_operand_const(graph, p.op, 1, take_features(p.kernel.const_value(), axes, groups, size, keep))
+    try:
+        kernel = take_features(p.kernel.const_value(), axes, groups, size, keep)
+        if side == "out" and p.bias is not None:
+            b = p.bias.const_value()
+            bias = take_features(b, bias_axes(b, groups * size), groups, size, keep)
+    except ValueError as e:  # a kernel or bias laid out in a way the structure analysis did not expect
+        raise PruneError(f"the dense layer at {p.op.loc} cannot be sliced into {groups} groups of {size}: {e}.") \
+            from None
+    replace_operand_const(graph, p.op, 1, kernel)
     if side == "out" and p.bias is not None:
-        b = p.bias.const_value()
         idx = [i for i, v in enumerate(p.bias_add.operands) if v is p.bias][0]
-        replace_operand_const(graph, p.bias_add, idx, take_features(b, bias_axes(b, groups * size), groups, size, keep))
+        replace_operand_const(graph, p.bias_add, idx, bias)
 
 
 # ------------------------------------------------------------------ reshape targets
