@@ -835,6 +835,57 @@ case("cond_decided_by_shapes", _cond_on_lengths, {"q": S(None, None, 4)},
      lambda r: [{"q": edgy(r, (2, 3, 4))}, {"q": edgy(r, (1, 5, 4))}], ["matmul"], ["If|StatelessIf"])
 case("cond_decided_by_static_dim", lambda x: tf.cond(tf.shape(x)[1] > 2, lambda: x * 2.0, lambda: -x),
      {"x": S(None, 3)}, lambda r: [{"x": edgy(r, (2, 3))}], ["mul"], ["If|StatelessIf"], signed_zeros=True)
+# Gathers per batch element, reversals, rolls, segment extremes, sequence convolutions.
+case("gather_batch_dims", lambda x, i: tf.gather(x, i, batch_dims=2),
+     {"x": S(None, None, 5), "i": S(None, None, 3, dtype=I32)},
+     lambda r: [{"x": edgy(r, (2, 3, 5)), "i": r.integers(0, 5, (2, 3, 3)).astype(np.int32)}], ["gather"],
+     ["GatherV2"], exact=True)
+case("gather_batch_dims_rows", lambda x, i: tf.gather(x, i, axis=1, batch_dims=1),
+     {"x": S(None, 4, 2), "i": S(None, 6, dtype=I64)},
+     lambda r: [{"x": edgy(r, (3, 4, 2)), "i": r.integers(0, 4, (3, 6))}], ["gather"], ["GatherV2"], exact=True)
+case("reverse", lambda x: (tf.reverse(x, [1]), tf.reverse(x, [0, -1])), {"x": S(None, None, 3)},
+     lambda r: [{"x": edgy(r, (2, 4, 3))}, {"x": edgy(r, (1, 1, 3))}], ["slice"], ["ReverseV2"], exact=True)
+case("roll", lambda x: (tf.roll(x, shift=[1, 2], axis=[1, 2]), tf.roll(x, shift=-5, axis=1)),
+     {"x": S(None, None, 3)}, lambda r: [{"x": edgy(r, (2, 4, 3))}, {"x": edgy(r, (1, 7, 3))}],
+     ["concat", "slice"], ["Roll"], exact=True)
+case("unsorted_segment_min_max", lambda x, s: (tf.math.unsorted_segment_min(x, s, 4),
+                                               tf.math.unsorted_segment_max(x, s, 4)),
+     {"x": S(None, None, 2), "s": S(None, None, dtype=I32)},
+     lambda r: [{"x": edgy(r, (2, 3, 2)), "s": np.array([[0, 2, 2], [1, 0, 2]], np.int32)}],
+     ["reduce_min", "reduce_max"], ["UnsortedSegmentMin", "UnsortedSegmentMax"], exact=True)
+case("unsorted_segment_min_runtime_count", lambda x, s: tf.math.unsorted_segment_min(x, s, tf.shape(x)[0] * 2),
+     {"x": S(None, 2), "s": S(None, dtype=I32)},
+     lambda r: [{"x": edgy(r, (3, 2)), "s": np.array([0, 5, 5], np.int32)}], ["reduce_min", "range"],
+     ["UnsortedSegmentMin"], exact=True)
+case("strides_from_ones_like", lambda x: tf.strided_slice(x, [0, 1], [2, 3], tf.ones_like([0, 1])),
+     {"x": S(None, 4)}, lambda r: [{"x": edgy(r, (3, 4))}], ["slice"], ["StridedSlice", "OnesLike|Const"],
+     exact=True)
+case("kernel_expanded_at_run_time", lambda x: tf.nn.conv2d(x, tf.expand_dims(_CONV_K[0], 0), 1, "SAME"),
+     {"x": S(None, 1, None, 4)}, lambda r: [{"x": normal(r, (2, 1, 5, 4))}], ["matmul"], ["Conv2D", "ExpandDims"],
+     atol=1e-5, why="a sum over kernel taps in another order")
+_CONV_RNG = np.random.default_rng(11)
+_DEPTHWISE_K = tf.constant(_CONV_RNG.standard_normal((1, 3, 4, 1)).astype(np.float32))
+_DEPTHWISE_K2 = tf.constant(_CONV_RNG.standard_normal((1, 2, 4, 2)).astype(np.float32))
+_POINTWISE_K = tf.constant(_CONV_RNG.standard_normal((1, 1, 4, 5)).astype(np.float32))
+_CONV_K = tf.constant(_CONV_RNG.standard_normal((2, 3, 4, 3)).astype(np.float32))
+case("separable_conv1d", lambda x: tf.nn.separable_conv2d(x, _DEPTHWISE_K, _POINTWISE_K, [1, 1, 1, 1], "SAME"),
+     {"x": S(None, 1, None, 4)}, lambda r: [{"x": normal(r, (2, 1, 6, 4))}, {"x": normal(r, (1, 1, 2, 4))}],
+     ["mul", "matmul"], ["DepthwiseConv2dNative", "Conv2D"], atol=1e-5, why="a sum over kernel taps in another order")
+case("depthwise_multiplier_valid", lambda x: tf.nn.depthwise_conv2d(x, _DEPTHWISE_K2, [1, 1, 1, 1], "VALID"),
+     {"x": S(None, 1, None, 4)}, lambda r: [{"x": normal(r, (2, 1, 5, 4))}], ["mul", "reshape"],
+     ["DepthwiseConv2dNative"], atol=1e-5, why="a sum over kernel taps in another order")
+case("conv2d_same", lambda x: tf.nn.conv2d(x, _CONV_K, 1, "SAME"), {"x": S(None, None, None, 4)},
+     lambda r: [{"x": normal(r, (2, 3, 5, 4))}, {"x": normal(r, (1, 1, 1, 4))}], ["matmul", "pad"], ["Conv2D"],
+     atol=1e-5, why="a sum over kernel taps in another order")
+def _guarded(ids):
+    """An assertion guard on the data (transformers' check that ids are within the vocabulary)."""
+    with tf.control_dependencies([tf.debugging.assert_less(ids, 100)]):
+        ok = tf.identity(ids)
+    return tf.cast(ok, tf.float32) * 2.0
+
+
+case("assert_guard_on_data", _guarded, {"ids": S(None, None, dtype=I32)},
+     lambda r: [{"ids": r.integers(0, 100, (2, 5)).astype(np.int32)}], ["cast"], [])
 case("slice_runtime_begin", lambda x, b: tf.slice(x, b, [-1, 2]), {"x": S(None, 5), "b": S(2, dtype=I32)},
      lambda r: [{"x": edgy(r, (3, 5)), "b": np.array([1, 2], np.int32)}], ["slice"], ["Slice"], exact=True)
 
@@ -984,8 +1035,9 @@ _REFUSED = [  # id, TF code, specs, what the error says
      "NCHW"),
     ("mirror_pad", lambda x: tf.pad(x, [[0, 0], [1, 1]], mode="REFLECT"), {"x": S(None, 4)}, "MirrorPad"),
     ("squeeze_unknown_dims", tf.squeeze, {"x": S(None, 1, 4)}, "Squeeze"),
-    ("gather_batch_dims", lambda p, i: tf.gather(p, i, batch_dims=1), {"p": S(None, 5), "i": S(None, 2, dtype=I32)},
-     "batch_dims"),
+    ("gather_batch_dims_inner_axis", lambda p, i: tf.gather(p, i, axis=2, batch_dims=1),
+     {"p": S(None, 3, 5), "i": S(None, 2, dtype=I32)}, "batch_dims"),
+    ("conv2d_strided", lambda x: tf.nn.conv2d(x, _CONV_K, 2, "SAME"), {"x": S(None, 4, 4, 4)}, "strides"),
     ("cond_on_data", lambda x: tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: -x), {"x": S(None, 3)},
      "If 'cond'.*depends on the data"),
     ("pad_v2_runtime_value", lambda x, v: tf.pad(x, [[0, 1]], constant_values=v[0]),

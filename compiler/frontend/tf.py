@@ -34,6 +34,7 @@ CONTROL_FLOW = {"While", "StatelessWhile", "If", "StatelessIf", "Switch", "Merge
 # tf.cond: imported when its predicate is decided by the shapes (conditionals.py).
 CONDITIONALS = {"If", "StatelessIf"}
 DIM_SYMBOLS = {0: "batch", 1: "seq"}
+RESOURCE = 20  # tf.resource's DataType enum: a variable handle
 
 
 def handler(*tf_ops: str):
@@ -114,8 +115,42 @@ class ImportContext:
             if v.type.rank == 0:
                 c = c.reshape(())
         if c is None:
-            raise OpError(f"{self.node.op} '{self.node.name}' needs operand %{v.name} to be a constant")
+            c = self.folded(v)
+        if c is None:
+            raise OpError(f"{self.node.op} '{self.name}' needs operand %{v.name} to be a constant, "
+                          "but it depends on the inputs")
         return c
+
+    def folded(self, v: Value, limit: int = 1 << 20) -> np.ndarray | None:
+        """The value of ``v`` when it is computed from constants only (a kernel reshaped by
+        Keras, strides from ones_like), evaluated with the reference kernels; else None."""
+        from ..ir.registry import get_op_def
+
+        c = v.const_value()
+        if c is not None:
+            return c
+        if v.producer is None:
+            return None
+        ops, stack, seen = [], [v.producer], set()
+        while stack:  # the producers of v, leaves first after the reverse below
+            op = stack.pop()
+            if id(op) in seen:
+                continue
+            seen.add(id(op))
+            ops.append(op)
+            for x in op.operands:
+                if x.producer is None or not get_op_def(x.producer.kind).pure:
+                    return None
+                if x.producer.kind != "const":
+                    stack.append(x.producer)
+        values: dict[int, np.ndarray] = {}
+        for op in sorted(ops, key=self.graph.ops.index):
+            args = [x.const_value() if x.is_const() else values[id(x)] for x in op.operands]
+            for r, out in zip(op.results, get_op_def(op.kind).run(op, args)):
+                if np.asarray(out).size > limit:
+                    return None
+                values[id(r)] = np.asarray(out)
+        return values[id(v)]
 
 
 def _hint(node_name: str) -> str:
@@ -182,8 +217,14 @@ def import_frozen(model: FrozenModel) -> Graph:
         env[spec.node] = [graph.add_input(spec.name, TensorType(dtype_of(np.dtype(spec.dtype)), dims))]
     ctx = ImportContext(graph, model.weight_names, model.variables,
                         {f.signature.name: f for f in model.graph_def.library.function}, model.source)
+    reachable = set(order)
     for name in model.variables or {}:
-        env[name] = [None]  # read through ReadVariableOp / ResourceGather, which ask ctx.variable()
+        node = nodes.get(name)
+        if node is not None and name in reachable and node.attr["dtype"].type != RESOURCE:
+            ctx.node = node
+            env[name] = [ctx.variable(name)]  # a captured constant tensor: its value, as a constant
+        else:
+            env[name] = [None]  # read through ReadVariableOp / ResourceGather, which ask ctx.variable()
     import_nodes(ctx, nodes, order, env)
     for spec in model.outputs:
         graph.outputs[spec.name] = env[spec.node][spec.index]

@@ -137,8 +137,10 @@ def _select(ctx, node, ins):
 @handler("ZerosLike", "OnesLike")
 def _fill_like(ctx, node, ins):
     x = ins[0]
-    value = ctx.const(np.zeros((), _np(x)) if node.op == "ZerosLike" else np.ones((), _np(x)))
-    return ctx.emit("expand", [value, ctx.emit("shape", [x])])
+    value = np.zeros((), _np(x)) if node.op == "ZerosLike" else np.ones((), _np(x))
+    if x.type.is_static and x.type.rank <= 1:  # a small vector (ones_like(begin) as strides): a constant
+        return ctx.const(np.broadcast_to(value, x.shape).copy())
+    return ctx.emit("expand", [ctx.const(value), ctx.emit("shape", [x])])
 
 
 # ------------------------------------------------------------------ linear algebra
@@ -281,7 +283,9 @@ def _resource_gather(ctx, node, ins):
 def _gather(ctx, node, ins):
     axis = int(ctx.const_of(ins[2]).reshape(())) if len(ins) > 2 else 0
     if ctx.attr("batch_dims", 0):
-        raise OpError("GatherV2 with batch_dims is not supported")
+        from .tf_ops_indexing import batched_gather
+
+        return batched_gather(ctx, ins[0], ins[1], axis, ctx.attr("batch_dims"))
     return ctx.emit("gather", ins[:2], {"axis": axis})
 
 
@@ -526,4 +530,4 @@ def _fused_batch_norm(ctx, node, ins):
     return [y, mean, var, mean, var, mean]
 
 
-from . import tf_ops_indexing  # noqa: E402,F401  (Pad, Where, GatherNd, Split, segment sums …)
+from . import tf_ops_conv, tf_ops_indexing  # noqa: E402,F401  (Conv2D; Pad, Where, GatherNd, Split …)

@@ -72,6 +72,74 @@ def _arg(ctx, node, ins):
                                            "dtype": ctx.attr("output_type", "i64")})
 
 
+def batched_gather(ctx, params: Value, idx: Value, axis: int, batch_dims: int) -> Value:
+    """tf.gather(params, idx, axis=b, batch_dims=b): per batch element, a gather of its own rows.
+
+    The b batch dims are flattened into the gathered axis, and each element's
+    indices are offset by its position times that axis' length:
+    params[B..., N, R...] -> [prod(B) * N, R...] at idx + flat_batch_position * N.
+    """
+    b = batch_dims % idx.type.rank if batch_dims < 0 else batch_dims
+    axis = axis % params.type.rank
+    if axis != b:
+        raise OpError(f"GatherV2 with batch_dims={batch_dims} along axis {axis} is not supported "
+                      "(only along the first axis after the batch dims)")
+    i32 = np.int32
+    pshape = ctx.emit("shape", [params], {"dtype": "i32"})
+    n = ctx.emit("gather", [pshape, ctx.const(np.array(b, np.int64), ctx.name + "/axis")])
+    outer = ctx.emit("reduce_prod", [ctx.emit("slice", [pshape], {"starts": [0], "ends": [b], "axes": [0]})],
+                     {"axes": [0], "keepdims": False})
+    step = ctx.const(np.array(1, i32), ctx.name + "/one")
+    offsets = ctx.emit("mul", [ctx.emit("range", [ctx.const(np.array(0, i32), ctx.name + "/zero"), outer, step]), n])
+    batch_shape = ctx.emit("slice", [ctx.emit("shape", [idx], {"dtype": "i32"})],
+                           {"starts": [0], "ends": [b], "axes": [0]})
+    ones = ctx.const(np.ones(idx.type.rank - b, i32), ctx.name + "/ones")
+    offsets = ctx.emit("reshape", [offsets, ctx.emit("concat", [batch_shape, ones], {"axis": 0})])
+    flat_idx = ctx.emit("add", [idx if idx.dtype == "i32" else ctx.emit("cast", [idx], {"to": "i32"}), offsets])
+    rest = ctx.emit("slice", [pshape], {"starts": [b + 1], "ends": [INT_MAX], "axes": [0]})
+    flat = ctx.emit("reshape", [params, ctx.emit("concat", [ctx.const(np.array([-1], i32), ctx.name + "/all"),
+                                                            rest], {"axis": 0})])
+    out = ctx.emit("gather", [flat, flat_idx], {"axis": 0})
+    return _set_type(out, (*idx.shape, *params.shape[b + 1:]))
+
+
+@handler("ReverseV2")
+def _reverse(ctx, node, ins):
+    """x[::-1] along each axis: a slice with step -1."""
+    x, axes = ins
+    ax = sorted({int(a) % x.type.rank for a in np.atleast_1d(ctx.const_of(axes))})
+    if not ax:
+        return x
+    return ctx.emit("slice", [x], {"starts": [-1] * len(ax), "ends": [-INT_MAX] * len(ax), "axes": ax,
+                                   "steps": [-1] * len(ax)})
+
+
+@handler("Roll")
+def _roll(ctx, node, ins):
+    """roll by s along an axis of length n = concat(x[n - s mod n:], x[:n - s mod n])."""
+    x, shifts, axes = ins
+    out = x
+    for s, a in zip(np.atleast_1d(ctx.const_of(shifts)).tolist(), np.atleast_1d(ctx.const_of(axes)).tolist()):
+        a = int(a) % x.type.rank
+        dim = x.shape[a]
+        if is_static(dim):
+            k = int(s) % dim if dim else 0
+            if k:
+                out = ctx.emit("concat", [ctx.emit("slice", [out], {"starts": [dim - k], "ends": [INT_MAX], "axes": [a]}),
+                                          ctx.emit("slice", [out], {"starts": [0], "ends": [dim - k], "axes": [a]})],
+                               {"axis": a})
+            continue
+        n = ctx.emit("gather", [ctx.emit("shape", [out], {"dtype": "i64"}),
+                                ctx.const(np.array([a], np.int64), ctx.name + "/axis")])
+        cut = ctx.emit("sub", [n, ctx.emit("mod", [ctx.const(np.array([int(s)], np.int64), ctx.name + "/shift"), n])])
+        zero = ctx.const(np.array([0], np.int64), ctx.name + "/zero")
+        end = ctx.const(np.array([INT_MAX], np.int64), ctx.name + "/end")
+        head = ctx.emit("slice", [out, cut, end], {"axes": [a]})
+        tail = ctx.emit("slice", [out, zero, cut], {"axes": [a]})
+        out = _set_type(ctx.emit("concat", [head, tail], {"axis": a}), x.shape)
+    return out
+
+
 # ------------------------------------------------------------------ split
 def _split_parts(ctx, x: Value, axis: int, sizes: list[int]) -> list[Value]:
     """Consecutive slices of ``sizes`` along ``axis``; one size may be -1 (the rest)."""
@@ -173,6 +241,34 @@ def _segment_mean(ctx, node, ins):
     count = ctx.emit("maximum", [count, ctx.const(np.ones((), dt), ctx.name + "/at_least_one")])
     count = ctx.emit("reshape", [count], {"shape": [-1] + [1] * (total.type.rank - 1)})
     return ctx.emit("div", [total, count])
+
+
+@handler("UnsortedSegmentMin", "UnsortedSegmentMax")
+def _segment_extreme(ctx, node, ins):
+    """min/max of data rows per segment, as a masked reduction: rows of other segments read
+    the dtype's largest (min) or lowest (max) value, which is also what TF gives an empty
+    segment.  Costs rows x segments; ids outside [0, num_segments) are dropped, as in TF."""
+    data, ids, num = ins
+    k = ids.type.rank
+    dt = np_dtype(data.dtype)
+    info = np.finfo(dt) if dt.kind == "f" else np.iinfo(dt)
+    fill = ctx.const(np.asarray(info.max if node.op == "UnsortedSegmentMin" else info.min, dt), ctx.name + "/fill")
+    c = ctx.folded(num)
+    if c is not None:
+        segments = ctx.const(np.arange(int(np.asarray(c).reshape(())), dtype=np_dtype(ids.dtype)),
+                             ctx.name + "/segments")
+    else:  # as many segments as the graph computes (TAPAS: cells per row times rows)
+        n = num if num.dtype == ids.dtype else ctx.emit("cast", [num], {"to": ids.dtype})
+        segments = ctx.emit("range", [ctx.const(np.zeros((), np_dtype(ids.dtype)), ctx.name + "/zero"), n,
+                                      ctx.const(np.ones((), np_dtype(ids.dtype)), ctx.name + "/one")])
+    mask = ctx.emit("equal", [ctx.emit("unsqueeze", [ids], {"axes": [k]}), segments])  # [N..., S]
+    rest = data.type.rank - k
+    if rest:
+        mask = ctx.emit("unsqueeze", [mask], {"axes": list(range(k + 1, k + 1 + rest))})
+    rows = ctx.emit("unsqueeze", [data], {"axes": [k]})  # [N..., 1, R...]
+    picked = ctx.emit("where", [mask, rows, fill])
+    kind = "reduce_min" if node.op == "UnsortedSegmentMin" else "reduce_max"
+    return ctx.emit(kind, [picked], {"axes": list(range(k)), "keepdims": False})
 
 
 # ------------------------------------------------------------------ small compositions

@@ -91,6 +91,8 @@ def _slice_dim(d, start, end, step):
             return end  # x[:n] with a symbolic n; the kernel clamps, BERT never overruns
     if step == 1 and start == 0 and end == 1:
         return 1  # x[:1] of a symbolic dim (a [CLS] token): dims are never empty here
+    if step == -1 and start in (-1, INT_MAX) and isinstance(end, int) and end <= -(INT_MAX // 2):
+        return d  # x[::-1]: the whole axis, reversed
     return UNKNOWN
 
 
