@@ -215,8 +215,9 @@ def _load_npz(path: Path, max_length: int, samples: int) -> CalibrationData:
 
 def random_calibration(graph: Graph, n: int = 32, seq: int = 64, seed: int = 0) -> CalibrationData:
     """``n`` random but valid sequences of up to ``seq`` tokens (ragged, as real text is)."""
-    from .inputs import random_graph_inputs
+    from .inputs import max_sequence_length, random_graph_inputs
 
+    seq = min(seq, max_sequence_length(graph) or seq)  # never past the position table
     feeds = random_graph_inputs(graph, n, seq, seed=seed)
     by_role = {input_role(k): v for k, v in feeds.items()}
     ids = by_role["ids"]

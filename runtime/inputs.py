@@ -42,6 +42,19 @@ def vocab_size(graph: Graph, input_name: str, default: int = 100) -> int:
     return default
 
 
+def max_sequence_length(graph: Graph) -> int | None:
+    """The longest input the position-embedding table allows, or None when there is none.
+
+    The table is a 2-D constant whose name says "position", gathered or sliced (keras-hub
+    slices it); two rows are kept in reserve for models that offset position ids past a
+    padding id (RoBERTa, MPNet: ids start at padding_idx + 1).
+    """
+    rows = [int(op.result.shape[0]) for op in graph.ops_of("const")
+            if op.result.type.rank == 2 and "position" in op.attrs["name"].lower()
+            and any(user.kind in ("gather", "slice") for user in op.result.users)]
+    return max(1, min(rows) - 2) if rows else None
+
+
 def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: np.random.Generator,
                   vocab: int | dict[str, int] = 100, pad: bool = True) -> dict[str, np.ndarray]:
     """Feeds for inputs given as (name, numpy dtype name).

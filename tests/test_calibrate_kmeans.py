@@ -236,3 +236,15 @@ def test_palettize_lowers_to_both_targets(tf_bert, feeds):
     folded = parse_graph(print_graph(g), g.weights())
     run_pass(folded, "fold_constants")
     assert len(_matrices(folded)) == n_matrices
+
+
+def test_random_calibration_stays_within_the_position_table(any_bert):
+    """Random ids stand in for --calib at most as long as the model's position table allows
+    (64 rows here, two kept for RoBERTa-style offsets), whatever length is asked for."""
+    from bertc.runtime.inputs import max_sequence_length
+
+    graph = any_bert.graph()
+    limit = max_sequence_length(graph)
+    assert limit == 62
+    data = random_calibration(graph, n=4, seq=512)
+    assert max(len(s["ids"]) for s in data.sequences) == limit
