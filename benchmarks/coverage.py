@@ -4,7 +4,8 @@ Builds the corpus (examples/corpus/build.py) unless ``--corpus DIR`` names a
 built one, then for every model:
 
 - bertc: ``import`` (bertc.frontend.tf.import_model), ``onnx`` and ``tflite``
-  (``bertc compile --target onnx`` / ``tflite``, each verified against TF),
+  (``bertc compile --target all``, verified against TF; when that fails,
+  ``--target onnx`` and ``--target tflite`` each on its own),
   ``parity`` (the max abs error of each verified target), ``prune_heads``
   (``--passes prune_heads{ratio=0.5} --target all``) and ``quant_int8``;
 - tf2onnx 1.17: its own SavedModel loader and freezer
@@ -37,6 +38,7 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -137,11 +139,17 @@ def bertc_row(entry: dict, op_types: collections.Counter) -> dict:
         row["import"] = cut(summarize_error("bertc: error: " + getattr(e, "message", str(e))))
         return row
     del frozen
+    status, report = bertc_compile(entry, "all")
+    reports = {"onnx": report, "tflite": report}
+    if report is None:  # find out which target failed: each on its own
+        for target in ("onnx", "tflite"):
+            row[target], reports[target] = bertc_compile(entry, target)
+    else:
+        row["onnx"] = row["tflite"] = status
     parity = []
-    for target in ("onnx", "tflite"):
-        row[target], report = bertc_compile(entry, target)
-        if report:
-            errs = [o["max_abs_error"] for o in report["verification"][target]["outputs"].values()]
+    for target, rep in reports.items():
+        if rep:
+            errs = [o["max_abs_error"] for o in rep["verification"][target]["outputs"].values()]
             parity.append(f"{target} {max(errs):.1e}")
     row["parity"] = ", ".join(parity) or "-"
     row["prune_heads"], _ = bertc_compile(entry, "all", "prune_heads{ratio=0.5}")
@@ -176,7 +184,7 @@ def tf2onnx_row(entry: dict, feeds: dict, want: dict, work: Path) -> dict:
         kinds = {i.name: (np.int64 if "int64" in i.type else np.int32) for i in sess.get_inputs()}
         got = sess.run(None, {n: feeds[short].astype(kinds[n]) for n, short in names.items()})
     except Exception as e:
-        return {"tf2onnx": "ok", "tf2onnx_parity": cut(f"onnxruntime: {type(e).__name__}: {e}")}
+        return {"tf2onnx": "ok", "tf2onnx_parity": cut("onnxruntime: " + _ort_error(str(e)))}
     by_name = {o.name.split(":")[0]: g for o, g in zip(sess.get_outputs(), got)}
     return {"tf2onnx": "ok", "tf2onnx_parity": _parity(by_name, want, out_names, sess)}
 
@@ -224,9 +232,18 @@ def tflite_row(entry: dict, feeds: dict, want: dict) -> dict:
         return {"tflite_converter": "ok", "tflite_converter_parity": cut(f"LiteRT: {type(e).__name__}: {e}")}
 
 
+def _ort_error(text: str) -> str:
+    """onnxruntime's load error without the file path: what is wrong, and in which node."""
+    text = text.split(" failed:", 1)[-1].strip() if "Load model from" in text else text
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+
+
 def _converter_error(e: Exception) -> str:
     """The converter's telling line: the ops it could not lower, else its first error line."""
     text = str(e)
+    flex = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)))
+    if flex:
+        return "needs TF ops (Flex): " + ", ".join(flex)
     for line in text.splitlines():
         if "ops are not supported" in line or "failed to legalize" in line or "TF Select ops" in line:
             return line.split("error:", 1)[-1].strip()

@@ -28,10 +28,38 @@ from examples.corpus import build as corpus_build  # noqa: E402
 # ------------------------------------------------------------------ what fails today
 # model name -> the first error line of `bertc compile MODEL --target all` (edit as you fix).
 XFAIL: dict[str, str] = {
+    "hf_funnel": "cannot import StatelessIf: its predicate depends on the data (or on dims bertc cannot compare), so neither branch can be chosen at import; …",
+    "hf_longformer": "cannot import StridedSlice: StridedSlice needs operand %frame_3_ones_like to be a constant",
+    "kh_deberta_v3": "not legal for tflite: sign, abs (sign: sign on i64: LiteRT runs it on f32/i32 only (no pass rewrites it))",
+    "kh_f_net": "cannot import: no handler: Complex, FFT2D, Real",
+    "kh_roformer_v2": "cannot import Einsum: einsum equation '...,a->...a': only explicit '->' forms without '...' are supported",
+    "cumprod_causal": "cannot import: no handler: MatrixDiagV3",
+    "relpos_deberta_f64": "pass legalize_f64: raised ValueError: graph has a cycle through gather at loc(\"Greater\")",
 }
 
 # model name -> the first error line with --passes PASSES (models in XFAIL fail here too).
 XFAIL_PASSES: dict[str, str] = {
+    "hf_convbert": "pass prune_heads{ratio=0.5}: prune_heads found no attention layer to prune: attention at softmax …: no scores matmul before softmax",
+    "hf_deberta": "pass prune_heads{ratio=0.5}: prune_heads found no attention layer to prune: … following the heads: the reshape's result shape ['?', '?'] is not known",
+    "hf_deberta_v2": "pass prune_heads{ratio=0.5}: raised NoGradient: gather indices",
+    "hf_tapas": "pass prune_heads{ratio=0.5}: raised InterpreterError: input 'token_type_ids' has shape [8, 62], the graph expects i32[batch,seq,7]",
+    "hf_esm": "pass prune_heads{ratio=0.5}: prune_heads found no attention layer to prune: attention at softmax loc(\"tf_esm_for_sequence_classification/e…",
+    "hf_layoutlm": "pass prune_heads{ratio=0.5}: raised InterpreterError: input 'bbox' has shape [8, 64], the graph expects i32[batch,seq,4]",
+    "hf_mpnet": "pass prune_heads{ratio=0.5}: after pruning, the graph no longer type-checks at add loc(\"tfmp_net_for_sequence_classification/mpnet/encoder…",
+    "hf_mobilebert": "pass prune_neurons{ratio=0.5}: prune_neurons found no feed-forward block to prune: feed-forward: no dense layer reads the attention output …",
+    "hf_roformer": "pass prune_heads{ratio=0.5}: prune_heads found no attention layer to prune: attention at softmax loc(\"tf_ro_former_for_sequence_classifica…",
+    "kh_esm": "pass prune_heads{ratio=0.5}: prune_heads found no attention layer to prune: attention at softmax loc(\"esm_backbone_1/transformer_layer_0_1…",
+    "kh_esm2": "pass prune_heads{ratio=0.5}: prune_heads found no attention layer to prune: attention at softmax loc(\"esm_backbone_1_1/transformer_layer_0…",
+    "gather_last_token": "pass prune_heads{ratio=0.5}: raised NoGradient: gather indices",
+    "gather_nd_last_token": "pass prune_heads{ratio=0.5}: raised NoGradient: no gradient rule for 'gather_nd' at loc(\"GatherNd\") (it lies between a tap and the loss)",
+    "unsorted_segment_mean_pool": "pass prune_heads{ratio=0.5}: raised NoGradient: no gradient rule for 'scatter_nd' at loc(\"UnsortedSegmentSum\") (it lies between a tap and…",
+    "segment_sum_pool": "pass prune_heads{ratio=0.5}: raised NoGradient: no gradient rule for 'scatter_nd' at loc(\"SegmentSum\") (it lies between a tap and the los…",
+    "pad_to_multiple": "pass prune_heads{ratio=0.5}: prune_heads found no attention layer to prune: attention at softmax loc(\"Softmax\"): query heads: the reshape…",
+    "concat_pad_to_multiple": "pass prune_heads{ratio=0.5}: prune_heads found no attention layer to prune: attention at softmax loc(\"Softmax\"): query heads: the reshape…",
+    "fill_tile_broadcast": "pass prune_heads{ratio=0.5}: raised InterpreterError: ValueError: cannot reshape array of size 2048 into shape (4,16,16)",
+    "split_fused_qkv": "pass prune_heads{ratio=0.5}: prune_heads found no attention layer to prune: attention at softmax loc(\"Softmax\"): stopped at slice loc(\"s…",
+    "unstack_fused_qkv": "pass prune_heads{ratio=0.5}: prune_heads found no attention layer to prune: attention at softmax loc(\"Softmax\"): stopped at slice loc(\"u…",
+    "relpos_t5_f64": "pass prune_heads{ratio=0.5}: raised InterpreterError: ValueError: cannot reshape array of size 2048 into shape (4,16,16)",
 }
 # ----------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ def compile_argv(entry: dict, out: str, target: str = "all", passes: str | None 
 
 
 _OP_LINE = re.compile(r"^\s{4}(\w+) \(\d+x\):")
-_REASON_LINE = re.compile(r"^\s{2}(\S[^:]*):$")
+_REASON_LINE = re.compile(r"^\s{2}(\S.*):$")
 _SHORT_REASON = {"no handler in bertc": "no handler", "control flow": "control flow", "string ops": "string ops"}
 
 
@@ -42,11 +42,51 @@ def summarize_error(stderr: str) -> str:
         return (lines[-1] if lines else "no output").strip()[:300]
     i = errors[0]
     head = re.sub(r"^bertc: (internal )?error: ", lambda m: "internal error: " if m.group(1) else "", lines[i])
-    head = re.sub(r"^\S+: (?=the model uses)", "", head)
-    if "cannot import:" not in head:
-        return head.strip()
+    if "cannot import:" in head:
+        return _import_groups(lines[i + 1:])
+    if "is not legal for target" in head:
+        return _illegal_ops(head, lines[i + 1:])
+    return _tidy(head)
+
+
+_ILLEGAL_LINE = re.compile(r"^\s+(\w+) at loc\(.*?\): (.*)$")
+
+
+def _illegal_ops(head: str, lines: list[str]) -> str:
+    """"not legal for target 'tflite'" with the op kinds it lists and why (the reason of the first)."""
+    target = re.search(r"target '(\w+)'", head)
+    kinds: dict[str, str] = {}
+    for ln in lines:
+        if m := _ILLEGAL_LINE.match(ln):
+            kinds.setdefault(m.group(1), m.group(2))
+    if not kinds:
+        return _tidy(head)
+    first = next(iter(kinds))
+    return (f"not legal for {target.group(1) if target else 'the target'}: {', '.join(kinds)} "
+            f"({first}: {kinds[first]})")
+
+
+_TIDY = (
+    (re.compile(r"^/\S+: "), ""),  # the model path
+    (re.compile(r"^cannot import (\w+) '[^']*': "), r"cannot import \1: "),  # drop the node name
+    (re.compile(r" '[^'\s]*/[^'\s]*'"), ""),  # node names repeated in the reason
+    (re.compile(r"^pass '([^']*)' \(#\d+ of \d+; ran before it: [^)]*\) "), r"pass \1: "),
+    (re.compile(r"^model\.(\w+) does not match the source model: output ('[^']*') differs by up to (\S+) "
+                r"\(bound ([^)]*)\).*"), r"\1 parity: \2 off by \3 (bound \4)"),
+)
+
+
+def _tidy(line: str) -> str:
+    """A message's first line without what does not name the failure (paths, node names, pass history)."""
+    for pattern, repl in _TIDY:
+        line = pattern.sub(repl, line)
+    return line.strip()
+
+
+def _import_groups(lines: list[str]) -> str:
+    """The op names under each reason of bertc's "cannot import" list, on one line."""
     groups: list[str] = []
-    for ln in lines[i + 1:]:
+    for ln in lines:
         if m := _REASON_LINE.match(ln):
             reason = next((v for k, v in _SHORT_REASON.items() if ln.strip().startswith(k)), m.group(1)[:30])
             groups.append(f"{reason}: ")

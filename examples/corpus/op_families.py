@@ -1,7 +1,7 @@
 """Small plain-TF classifiers, each exercising one family of TF ops, each family more than one way.
 
 Every model is a one-layer BERT-like classifier (hidden 32, 2 heads, FFN 64,
-vocabulary 100, 64 positions) with seeded random weights, written with
+vocabulary 100, 128 positions) with seeded random weights, written with
 ``tf.Module`` + ``tf.function`` and no Keras.  The serving signature is
 
     inputs : input_ids, attention_mask   int32 [None, None]
@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-HIDDEN, HEADS, FFN, VOCAB, POSITIONS, LABELS = 32, 2, 64, 100, 64, 3
+HIDDEN, HEADS, FFN, VOCAB, POSITIONS, LABELS = 32, 2, 64, 100, 128, 3  # positions: room for seq + offsets
 HEAD = HIDDEN // HEADS
 NEG = -10000.0
 EXPECT_REFUSAL = {"while_loop_refusal": "control flow"}
@@ -90,7 +90,10 @@ class Tiny(tf.Module):
         ctx = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
         b, s = tf.shape(h)[0], tf.shape(h)[1]
         ctx = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [b, s, HIDDEN])
-        h = self.norm(h + self.lin(ctx, "o"), 1)
+        return self.ffn(self.norm(h + self.lin(ctx, "o"), 1))
+
+    def ffn(self, h: tf.Tensor) -> tf.Tensor:
+        """The feed-forward block with its residual and layer norm."""
         return self.norm(h + self.lin(tf.nn.gelu(self.lin(h, "up"), approximate=True), "down"), 2)
 
     def classify(self, pooled: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -123,13 +126,13 @@ def where_3arg_scores(m, ids, mask):
     scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(HEAD)
     scores = tf.where(keep, scores, tf.ones_like(scores) * NEG)
     ctx = tf.reshape(tf.transpose(tf.matmul(tf.nn.softmax(scores), v), [0, 2, 1, 3]), tf.shape(h))
-    return m.classify(m.norm(h + m.lin(ctx, "o"), 1)[:, 0])
+    return m.classify(m.ffn(m.norm(h + m.lin(ctx, "o"), 1))[:, 0])
 
 
 def where_1arg_positions(m, ids, mask):
     """tf.where(mask) (1-arg, Where: data-dependent row count) + tf.scatter_nd writes position ids."""
     idx = tf.where(mask > 0)  # int64 [n, 2]
-    pos = tf.scatter_nd(idx, tf.cast(idx[:, 1], tf.int32) + 1, tf.shape(ids, out_type=tf.int64))
+    pos = tf.scatter_nd(idx, tf.cast(idx[:, 1], tf.int32) + 2, tf.shape(ids, out_type=tf.int64))
     return m.classify(m.layer(m.embed(ids, pos), m.mask_bias(mask))[:, 0])
 
 
