@@ -50,7 +50,8 @@ import numpy as np
 
 from bertc.analysis.importance import HEAD_CRITERIA, Scores, head_scores
 from bertc.analysis.prune_edit import (Edit, PruneError, apply_reshapes, plan_reshapes, reinfer,  # noqa: F401
-                                       reinfer_checked, replace_operand_const, slice_projection)
+                                       privatize, reinfer_checked, replace_operand_const, slice_projection,
+                                       slice_table)
 from bertc.analysis.reconstruct import reconstruct
 from bertc.analysis.structure import Attention, Structure, analyze_structure
 from bertc.ir import Graph, Op
@@ -264,17 +265,28 @@ def _drop_attention(graph: Graph, att: Attention) -> None:
 
 
 def prune_attention(graph: Graph, att: Attention, keep: list[int], where: str) -> list[Edit]:
-    """Keep heads ``keep`` (sorted) of ``att``; types are stale until ``finish``, which checks the returned edits."""
+    """Keep heads ``keep`` (sorted) of ``att``; types are stale until ``finish``, which checks the returned edits.
+
+    Besides Q/K/V/O, every side term the structure analysis found carrying the heads is sliced the same
+    way: constant tables (copied first when other layers share them) and position projections.
+    """
     h, d = att.heads, att.head_size
     if len(keep) == h:
         return []
     if not keep:
         _drop_attention(graph, att)
         return []
-    edits = plan_reshapes(att.head_paths, len(keep), where)  # every target, before anything changes
-    for p in (att.q, att.k, att.v):
-        slice_projection(graph, p, "out", h, d, keep)
+    region = att.region
+    copies = privatize(graph, region) if region is not None else {}
+    paths = [(copies.get(id(op), op), u) for op, u in att.head_paths]
+    edits = plan_reshapes(paths, len(keep), where)  # every target, before anything changes
+    for p in att.projections:
+        slice_projection(graph, p, "out", h, att.group_size(p), keep)
     slice_projection(graph, att.o, "in", h, d, keep)
+    for p, _ in (region.sources if region is not None else []):
+        slice_projection(graph, p, "out", h, p.out_features // h, keep)
+    for user, index, u in (region.tables if region is not None else []):
+        slice_table(graph, copies.get(id(user), user), index, u, keep, where)
     apply_reshapes(graph, edits, h, len(keep))
     return edits
 

@@ -320,11 +320,15 @@ def forward(graph: Graph, feeds: Mapping[str, np.ndarray], taps: Mapping[Value, 
 
 
 def _depends_on(graph: Graph, sources: set[int]) -> set[int]:
-    """ids of values computed from any of ``sources`` (included)."""
+    """ids of float values computed from any of ``sources`` (included).
+
+    Integers carry no gradient: a shape read off a tapped tensor, and the gather indices computed
+    from it (DeBERTa's flattened take_along_axis), are not on a path the loss differentiates.
+    """
     live = set(sources)
     for op in graph.ops:
         if any(id(v) in live for v in op.operands):
-            live.update(id(r) for r in op.results)
+            live.update(id(r) for r in op.results if str(r.dtype).startswith(("f", "bf")))
     return live
 
 

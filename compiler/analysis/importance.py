@@ -131,7 +131,7 @@ def _projection_norms2(p: Projection, side: str, groups: int, size: int) -> np.n
 
 def head_magnitude(att: Attention) -> np.ndarray:
     h, d = att.heads, att.head_size
-    total = sum(_projection_norms2(p, "out", h, d) for p in (att.q, att.k, att.v))
+    total = sum(_projection_norms2(p, "out", h, att.group_size(p)) for p in att.projections)
     return np.sqrt(total + _projection_norms2(att.o, "in", h, d))
 
 

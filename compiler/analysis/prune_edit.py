@@ -94,11 +94,51 @@ def slice_projection(graph: Graph, p, side: str, groups: int, size: int, keep: l
         replace_operand_const(graph, p.bias_add, idx, bias)
 
 
+def slice_table(graph: Graph, user: Op, index: int, u: Units, keep: list[int], where: str) -> None:
+    """Keep groups ``keep`` of the constant operand ``index`` of ``user`` along its groups' axis
+    (MPNet's [buckets, heads] bias table, DeBERTa's folded per-head position keys, per-head biases)."""
+    arr = user.operands[index].const_value()
+    outer = u.outer(arr.shape)
+    if outer != 1:
+        raise PruneError(f"{where}: the constant %{user.operands[index].name} {list(arr.shape)} read by "
+                         f"{user.kind} at {user.loc} does not hold the {u.count} groups alone on axis {u.axis}.")
+    replace_operand_const(graph, user, index, take_features(arr, [u.axis], u.count, int(u.inner), keep))
+
+
+def privatize(graph: Graph, region) -> dict[int, Op]:
+    """Copy a sublayer's side-term ops for it alone when other sublayers share them (MPNet computes its
+    relative-position bias once for every layer), so that each layer's copy is sliced for its own heads.
+    Returns id(original op) -> copy (empty when nothing is shared)."""
+    if not region.shared():
+        return {}
+    copies: dict[int, Op] = {}
+    values: dict[int, object] = {}
+    order = {id(op): i for i, op in enumerate(graph.ops)}
+    for op in sorted(region.backward, key=lambda o: order[id(o)]):
+        operands = [values.get(id(v), v) for v in op.operands]
+        attrs = {k: (list(a) if isinstance(a, list) else a) for k, a in op.attrs.items()}
+        after = graph.ops[graph.ops.index(op) + 1]
+        new = graph.add(op.kind, operands, attrs, op.loc, op.result.name, before=after)
+        copies[id(op)] = new
+        values[id(op.result)] = new.result
+    inside = [op for op, _ in region.ops if id(op) not in copies] + [p.op for p, _ in region.sinks]
+    for op in inside:
+        for i, v in enumerate(op.operands):
+            if id(v) in values:
+                op.set_operand(i, values[id(v)])
+    return copies
+
+
 # ------------------------------------------------------------------ reshape targets
 def plan_reshapes(paths: list[tuple[Op, Units]], kept: int, where: str) -> list[Edit]:
-    """Every reshape of a chain, with the size its groups' axis must have once ``kept`` groups are left."""
+    """Every reshape of a chain, with the size its groups' axis must have once ``kept`` groups are left
+    (and every run-time tile, whose multiples may divide a pruned size by the group count)."""
     edits = []
     for op, u in paths:
+        if op.kind == "tile" and len(op.operands) > 1:
+            shape = op.result.shape
+            edits.append((op, u.axis, shape[u.axis], u.dim_with(shape, kept), where))
+            continue
         if op.kind != "reshape":
             continue
         shape = op.result.shape
@@ -113,6 +153,9 @@ def apply_reshapes(graph: Graph, edits: list[Edit], count: int, kept: int) -> No
     """
     done: dict[tuple[int, int], object] = {}
     for op, axis, _, _, where in edits:
+        if op.kind == "tile":
+            _fix_divisor(graph, op, 1, axis, count, kept)
+            continue
         if op.attrs.get("shape") is not None:
             target = list(op.attrs["shape"])
             target[axis] = _scaled(target[axis], count, kept, op, where)
@@ -183,6 +226,30 @@ def _private(graph: Graph, user: Op, index: int) -> Op | None:
     new = graph.add(op.kind, list(op.operands), attrs, op.loc, v.name, before=after)
     user.set_operand(index, new.result)
     return new
+
+
+def _fix_divisor(graph: Graph, user: Op, index: int, pos: int, count: int, kept: int) -> None:
+    """A run-time tile multiple ``size // count`` (DeBERTa tiles per-head position keys over
+    ``batch*heads // heads`` rows) becomes ``size // kept``: find the division by the count and rewrite it."""
+    v = user.operands[index]
+    op = _private(graph, user, index)
+    if op is None or v.const_value() is not None:
+        return
+    if op.kind == "concat" and v.type.rank == 1:
+        offset = 0
+        for i, part in enumerate(op.operands):
+            n = part.shape[0] if part.type.rank == 1 else 1
+            if not is_static(n):
+                return
+            if offset <= pos < offset + n:
+                return _fix_divisor(graph, op, i, pos - offset, count, kept)
+            offset += n
+    elif op.kind in ("cast", "identity", "unsqueeze", "squeeze", "reshape"):
+        _fix_divisor(graph, op, 0, 0 if op.operands[0].type.num_elements == 1 else pos, count, kept)
+    elif op.kind == "div":
+        c = op.operands[1].const_value()
+        if c is not None and np.asarray(c).size == 1 and int(np.asarray(c).reshape(-1)[0]) == count:
+            replace_operand_const(graph, op, 1, np.asarray(kept, dtype=np.asarray(c).dtype).reshape(np.shape(c)))
 
 
 def _scale_entry(graph: Graph, user: Op, index: int, pos: int, count: int, kept: int, where: str) -> None:

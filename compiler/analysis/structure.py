@@ -31,9 +31,17 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Op, Value
 from .layout import LayoutError, Units, follow_chain
+from .region import Region, head_region
 
 # Ops that move or rescale data without mixing positions: tracing goes through them.
 PASS_THROUGH = {"transpose", "reshape", "mul", "div", "identity", "cast", "squeeze", "unsqueeze", "where"}
+# Tracing back from the scores also goes through elementwise combinations and pieces of one tensor
+# (RoFormer's q*cos + rotate(q)*sin, DeBERTa's split of a fused QKV projection): it follows every branch
+# and accepts them when all the branches that reach a dense layer reach the same one.
+BACK_THROUGH = PASS_THROUGH | {"add", "sub", "neg", "slice", "concat", "tile"}
+# Between the scores and the softmax, and between the softmax and the context matmul (masks, scaling,
+# DeBERTa's XSoftmax: where(mask, -inf, scores) -> softmax -> where(mask, 0, probs)).
+SCORE_PATH = {"add", "sub", "mul", "div", "where", "cast", "identity", "reshape", "transpose"}
 ACTIVATIONS = {"gelu", "relu", "tanh", "sigmoid"}
 
 
@@ -112,6 +120,17 @@ class Attention:
     # every op between the projections and the attention matmuls, with where the heads are in its result
     head_paths: list[tuple[Op, Units]] = field(default_factory=list)
     context_units: Units | None = None  # the heads in matmul(probs, V)'s result
+    # every tensor that carries the heads, and the side terms (tables, position projections) to slice
+    region: Region | None = None
+
+    @property
+    def projections(self) -> list[Projection]:
+        """Q, K, V without repeats (a fused QKV projection plays all three roles)."""
+        return _distinct([self.q, self.k, self.v])
+
+    def group_size(self, p: Projection) -> int:
+        """The features per head of one of the Q/K/V projections (head_size, or more when fused)."""
+        return p.out_features // self.heads
 
 
 @dataclass
@@ -208,9 +227,19 @@ def _not_followed(op: Op) -> str:
     return f"stopped at {op.kind} {op.loc}, which is neither a dense layer nor data movement"
 
 
-def trace_back(v: Value, seen: list[Op]) -> Projection:
+def _back_inputs(op: Op) -> list[Value]:
+    """The operands tracing follows back from ``op``: a reshape's data, else its non-constant operands
+    (a where's condition is a mask, not data)."""
+    if op.kind in ("reshape", "tile"):
+        return [op.operands[0]]
+    if op.kind == "where":
+        return [v for v in op.operands[1:] if not v.is_const()]
+    return _non_const(op)
+
+
+def trace_back(v: Value, seen: list[Op], depth: int = 24) -> Projection:
     """Follow ``v`` backwards through data movement to the projection that made it."""
-    for _ in range(12):
+    for _ in range(depth):
         op = v.producer
         if op is None:
             raise MatchFailed(f"reached graph input %{v.name}")
@@ -225,18 +254,36 @@ def trace_back(v: Value, seen: list[Op]) -> Projection:
         proj = as_projection(op)
         if proj is not None:
             return proj
-        src = _data_input(op) if op.kind in PASS_THROUGH else None
-        if src is None:
+        srcs = _back_inputs(op) if op.kind in BACK_THROUGH else []
+        if not srcs:
             raise MatchFailed(_not_followed(op))
         seen.append(op)
-        v = src
-    raise MatchFailed("no projection within 12 ops")
+        if len(srcs) > 1:
+            return _trace_branches(op, srcs, seen, depth)
+        v = srcs[0]
+    raise MatchFailed(f"no projection within {depth} ops")
+
+
+def _trace_branches(op: Op, srcs: list[Value], seen: list[Op], depth: int) -> Projection:
+    """The one projection the branches of ``op`` that reach a dense layer all reach."""
+    found, errors = [], []
+    for src in srcs:
+        try:
+            found.append(trace_back(src, seen, depth // 2))
+        except MatchFailed as e:
+            errors.append(str(e))
+    if not found:
+        raise MatchFailed(errors[0])
+    if len({id(p.op) for p in found}) > 1:
+        locs = ", ".join(str(p.op.loc) for p in found)
+        raise MatchFailed(f"{op.kind} at {op.loc} combines the outputs of different dense layers ({locs})")
+    return found[0]
 
 
 def trace_forward(v: Value, seen: list[Op]) -> Projection:
     """Follow ``v`` forwards through data movement to the projection it feeds."""
     for _ in range(12):
-        users = v.users
+        users = [u for u in v.users if u.kind != "shape"]  # run-time shapes follow the pruned tensor
         if len(users) != 1:
             raise MatchFailed(f"%{v.name} has {len(users)} users")
         op = users[0]
@@ -251,49 +298,87 @@ def trace_forward(v: Value, seen: list[Op]) -> Projection:
 
 
 def _probs_consumer(softmax: Op) -> Op:
-    """The context matmul, possibly behind a mask select or a dropout-free mul."""
+    """The context matmul, possibly behind a mask select, a dropout-free mul or a reshape."""
     v = softmax.result
-    for _ in range(4):
-        users = v.users
+    for _ in range(6):
+        users = [u for u in v.users if u.kind != "shape"]
         mm = [u for u in users if u.kind in ("matmul", "einsum") and u.operands[0] is v]
         if mm:
             return mm[0]
-        nxt = [u for u in users if u.kind in ("where", "mul", "cast", "identity")]
+        nxt = [u for u in users if u.kind in SCORE_PATH and _data_input_of(u) is v]
         if len(nxt) != 1:
             break
         v = nxt[0].result
     raise MatchFailed(f"no context matmul after softmax {softmax.loc}")
 
 
+def _data_input_of(op: Op) -> Value | None:
+    """The probabilities' operand of an op after the softmax: a where's non-constant branch, else the data."""
+    if op.kind == "where":
+        nc = [v for v in op.operands[1:] if not v.is_const()]
+        return nc[0] if len(nc) == 1 else None
+    return _data_input(op)
+
+
 def _scores_matmul(softmax: Op) -> tuple[Op, bool]:
-    """The q·k matmul feeding the softmax, and whether its rows/columns were swapped since."""
-    v = softmax.operands[0]
-    swapped = False
-    for _ in range(6):
-        op = v.producer
-        if op is None:
-            break
-        if op.kind in ("matmul", "einsum") and not any(x.is_const() for x in op.operands):
-            return op, swapped
-        if op.kind == "transpose":
-            perm = op.attrs["perm"]
-            swapped ^= perm[-2:] == [len(perm) - 1, len(perm) - 2]
-        nc = _non_const(op)
-        if op.kind == "where":
-            nc = [op.operands[1]] if not op.operands[1].is_const() else [op.operands[2]]
-        if not nc:
-            break
-        v = nc[0]
+    """The q·k matmul feeding the softmax, and whether its rows/columns were swapped since.
+
+    Walks back through masks, scaling and additive score terms (relative-position biases, DeBERTa's
+    c2p/p2c); of the matmuls found, the first whose two operands both come from dense layers is q·k.
+    """
+    frontier: list[tuple[Value, bool]] = [(softmax.operands[0], False)]
+    candidates: list[tuple[Op, bool]] = []
+    for _ in range(8):
+        nxt = []
+        for v, swapped in frontier:
+            op = v.producer
+            if op is None or op.kind == "const":
+                continue
+            if op.kind in ("matmul", "einsum") and not any(x.is_const() for x in op.operands):
+                candidates.append((op, swapped))
+                continue
+            if op.kind not in SCORE_PATH:
+                continue
+            if op.kind == "transpose":
+                perm = op.attrs["perm"]
+                swapped ^= perm[-2:] == [len(perm) - 1, len(perm) - 2]
+            nxt += [(x, swapped) for x in _back_inputs(op)]
+        frontier = nxt
+    for op, swapped in candidates:
+        try:
+            for x in op.operands:
+                trace_back(x, [])
+        except MatchFailed:
+            continue
+        return op, swapped
+    if candidates:
+        return candidates[0]
     raise MatchFailed(f"no scores matmul before softmax {softmax.loc}")
 
 
+def _no_norm(op: Op) -> Op | None:
+    """MobileBERT's NoNorm: x * gamma + beta with constant vectors; the op that ends it."""
+    if op.kind != "mul" or len(_non_const(op)) != 1:
+        return None
+    users = op.result.users
+    if len(users) == 1 and users[0].kind == "add" and len(_non_const(users[0])) == 1:
+        return users[0]
+    return None
+
+
+def _norm_at(op: Op) -> Op | None:
+    if op.kind == "layer_norm":
+        return op
+    return _no_norm(op)
+
+
 def _residual_norm(v: Value) -> Op | None:
-    """The layer norm after ``v`` + residual."""
+    """The layer norm (or NoNorm) after ``v`` + residual."""
     users = v.users
     if len(users) == 1 and users[0].kind == "add":
         nxt = users[0].result.users
-        if len(nxt) >= 1 and nxt[0].kind == "layer_norm":
-            return nxt[0]
+        if len(nxt) >= 1:
+            return _norm_at(nxt[0])
     if len(users) == 1 and users[0].kind == "layer_norm":
         return users[0]
     return None
@@ -332,67 +417,73 @@ def _along(ops_backward: list[Op], start: Value, u: Units, what: str) -> tuple[l
         raise MatchFailed(f"{what}: {e}") from None
 
 
-def _batch_axis_check(mm: Op, index: int, u: Units, what: str) -> None:
-    """The heads must be a batch axis of the attention matmul (not contracted, not its rows or columns)."""
-    x = mm.operands[index]
-    if mm.kind == "einsum":
-        from ..ops.linalg import parse_equation
-
-        ins, out = parse_equation(mm.attrs["equation"])
-        if ins[index][u.axis] not in out:
-            raise MatchFailed(f"{what}: the heads are contracted by the einsum at {mm.loc}")
-        return
-    if u.axis >= x.type.rank - 2:
-        raise MatchFailed(f"{what}: the heads reach the matmul at {mm.loc} on axis {u.axis} of {x.type}, "
-                          "not on a batch axis")
+def _distinct(projections: list[Projection]) -> list[Projection]:
+    out: list[Projection] = []
+    for p in projections:
+        if all(p.op is not q.op for q in out):
+            out.append(p)
+    return out
 
 
-def _context_units(context: Op, v_units: Units) -> Units:
-    """The heads of V carried through matmul(probs, V) (or its einsum)."""
-    if context.kind == "einsum":
-        from ..ops.linalg import parse_equation
+def _count_heads(q: Projection, k: Projection, v: Projection, o: Projection, head_size: int) -> int:
+    """Heads = Q's width over its group size: head_size, or head_size times the roles a fused QKV
+    projection plays (DeBERTa's in_proj: [heads, q|k|v of head_size])."""
+    roles = {id(p.op): sum(r.op is p.op for r in (q, k, v)) for p in (q, k, v)}
+    if q.out_features % (head_size * roles[id(q.op)]):
+        raise MatchFailed(f"Q projection has {q.out_features} outputs, not a multiple of head_size={head_size}")
+    heads = q.out_features // (head_size * roles[id(q.op)])
+    for name, p, n in (("K", k, k.out_features), ("V", v, v.out_features)):
+        if n != heads * head_size * roles[id(p.op)]:
+            raise MatchFailed(f"{name} projection at {p.op.loc} has {n} features, not heads*head_size="
+                              f"{heads}*{head_size}")
+    if o.in_features != heads * head_size:
+        raise MatchFailed(f"O projection at {o.op.loc} has {o.in_features} features, not heads*head_size="
+                          f"{heads}*{head_size}")
+    return heads
 
-        ins, out = parse_equation(context.attrs["equation"])
-        return Units(out.index(ins[1][v_units.axis]), v_units.count, v_units.inner)
-    shift = context.result.type.rank - context.operands[1].type.rank
-    return Units(v_units.axis + shift, v_units.count, v_units.inner)
+
+def _region(graph: Graph, qkv: list[Projection], o: Projection, heads: int) -> Region:
+    """The heads followed over the sublayer; every dense layer that reads them must be O, reading them as
+    its kernel does, and every one whose output brings them must be sliceable into the heads."""
+    try:
+        region = head_region(graph, [(p.out, p.units("out", heads)) for p in qkv])
+    except LayoutError as e:
+        raise MatchFailed(f"following the heads: {e}") from None
+    for p, u in region.sinks:
+        if p.op is not o.op:
+            raise MatchFailed(f"the heads reach the dense layer at {p.op.loc} besides the output projection")
+        if u != o.units("in", heads):
+            raise MatchFailed(f"the output projection at {o.op.loc} reads the heads as {o.units('in', heads)}, "
+                              f"but the context brings them as {u}")
+    if not region.sinks:
+        raise MatchFailed(f"the heads never reach the output projection at {o.op.loc}")
+    for p, u in region.sources:
+        if p.out_features % heads or u != p.units("out", heads):
+            raise MatchFailed(f"the dense layer at {p.op.loc} adds a per-head term, but its {p.out_features} "
+                              f"outputs do not hold the {heads} heads as {u}")
+    return region
 
 
-def match_attention(softmax: Op) -> Attention:
+def match_attention(softmax: Op, graph: Graph) -> Attention:
     scores, swapped = _scores_matmul(softmax)
     context = _probs_consumer(softmax)
-    chains: dict[str, list[Op]] = {n: [] for n in "qkvo"}
     qi = _query_operand(scores) ^ int(swapped)
-    q = trace_back(scores.operands[qi], chains["q"])
-    k = trace_back(scores.operands[1 - qi], chains["k"])
-    v = trace_back(context.operands[1], chains["v"])
-    o = trace_forward(context.result, chains["o"])
+    q = trace_back(scores.operands[qi], [])
+    k = trace_back(scores.operands[1 - qi], [])
+    v = trace_back(context.operands[1], [])
+    o = trace_forward(context.result, [])
     head_size = _head_size(scores, qi)
     if len(softmax.result.shape) < 3 or not isinstance(head_size, int) or head_size <= 0:
         raise MatchFailed(f"attention probabilities {softmax.result.type} do not show the head size")
-    if q.out_features % head_size:
-        raise MatchFailed(f"Q projection has {q.out_features} outputs, not a multiple of head_size={head_size}")
-    heads = q.out_features // head_size
-    for name, p, n in (("K", k, k.out_features), ("V", v, v.out_features), ("O", o, o.in_features)):
-        if n != heads * head_size:
-            raise MatchFailed(f"{name} projection at {p.op.loc} has {n} features, not heads*head_size="
-                              f"{heads}*{head_size}")
-    paths: list[tuple[Op, Units]] = []
-    ends = {}
-    for name, p, mm, index in (("query", q, scores, qi), ("key", k, scores, 1 - qi), ("value", v, context, 1)):
-        path, end = _along(chains[name[0]][::-1], p.out, p.units("out", heads), f"{name} heads")
-        _batch_axis_check(mm, index, end, f"{name} heads")
-        paths += path
-        ends[name] = end
-    ctx_units = _context_units(context, ends["value"])
-    path, end = _along(chains["o"], context.result, ctx_units, "attention context heads")
-    if end != o.units("in", heads):
-        raise MatchFailed(f"the output projection at {o.op.loc} reads the heads as {o.units('in', heads)}, "
-                          f"but the context brings them as {end}")
-    paths += path
+    heads = _count_heads(q, k, v, o, head_size)
+    region = _region(graph, _distinct([q, k, v]), o, heads)
+    ctx_units = region.of(context.result)
+    if ctx_units is None:
+        raise MatchFailed(f"the heads of V do not reach the context matmul at {context.loc}")
+    paths = region.ops
     head_ops = [op for op, _ in paths if op.kind in ("reshape", "transpose")]
     return Attention(softmax, scores, context, q, k, v, o, heads, head_size, head_ops, _residual_norm(o.out),
-                     paths, ctx_units)
+                     paths, ctx_units, region)
 
 
 def match_ffn(start: Value) -> FeedForward:
@@ -457,7 +548,7 @@ def analyze_structure(graph: Graph) -> Structure:
     for i, sm in enumerate(softmaxes):
         layer = Layer(i)
         try:
-            layer.attention = match_attention(sm)
+            layer.attention = match_attention(sm, graph)
         except MatchFailed as e:
             layer.problems.append(f"attention at softmax {sm.loc}: {e}")
         if layer.attention is not None:
