@@ -14,15 +14,16 @@ share) can be computed in i32 instead, provided each op gives the same numbers:
   dropped when T is i32.
 * **Constants** become i32 constants holding the same values.
 * **Wrapping ops** (casts into the narrow type, neg, abs, add, sub, mul, and
-  reduce_sum/cumsum over a static extent) wrap
-  modulo 2^bits in the narrow type.  A small interval analysis over the whole
-  graph (``value_ranges``: bools are {0, 1}, constants their values, casts and
-  arithmetic by interval rules, symbolic dims >= 0, graph inputs unbounded)
-  gives the exact integer interval of the op's result.  Inside the narrow type:
-  the plain i32 op (the cast is dropped or casts to i32).  Outside it, the wrap
-  is emulated exactly, as long as the unwrapped result is itself exact in i32 or
-  i64 (always for binary ops on narrow operands: |a * b| <= 2^30; for a sum of n
-  terms when n * 2^15 < 2^31)::
+  reduce_sum/cumsum over a static extent) wrap modulo 2^bits in the narrow
+  type.  A small interval analysis over the whole graph (``value_ranges``:
+  bools are {0, 1}, constants their values, casts and arithmetic by interval
+  rules, symbolic dims >= 0, graph inputs unbounded, float inputs unknown: one
+  may be NaN, which maximum/minimum keep) gives the exact integer interval of
+  the op's result.  Inside the narrow type: the plain i32 op (the cast is
+  dropped or casts to i32).  Outside it, the wrap is emulated exactly, as long
+  as the unwrapped result is itself exact in i32 or i64 (always for binary ops
+  on narrow operands: |a * b| <= 2^30; for a sum of n terms when
+  n * 2^15 < 2^31)::
 
       wrap_u8(x)  = mod(x, 256)                              (floor mod: [0, 255])
       wrap_i8(x)  = r > 127 ? r - 256 : r,   r = mod(x, 256)  (no x + 128 that could overflow)
@@ -34,11 +35,12 @@ share) can be computed in i32 instead, provided each op gives the same numbers:
   source's interval truncates into the narrow type, and refused otherwise.
 
 Refused, naming the op, its TF location and why: any other op on a narrow value
-(div, matmul, a sum over a symbolic dim, ...), a narrow graph input or output (the signature is
-the caller's), and a float cast that may leave the narrow range.  Islands that
+(div, matmul, a sum over a symbolic dim, ...), a narrow graph input or output
+(the signature is the caller's), and a float cast that may leave the narrow range.  Islands that
 hold quantized tensors (quantize, dequantize, qmatmul) belong to the
 quantization passes and are left alone.  An island every target runs natively
-(ONNX runs u8) is left alone too.
+(ONNX runs u8) is left alone too, and so is one whose only missing ops have a
+kind pass of their own (an ONNX cumsum on u8 is legalize_cumsum's).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import numpy as np
 from bertc.diagnostics import BertcError
 from bertc.ir import Graph, Op, Value
 from bertc.ir.types import DTYPES, FLOAT_DTYPES, INT_DTYPES, is_static
-from bertc.legalize import unsupported_on
+from bertc.legalize import legalizers, unsupported_on
 from bertc.pass_manager import Pass, PassContext, register_pass
 
 log = logging.getLogger(__name__)
@@ -259,7 +261,8 @@ def boundary_reason(graph: Graph, island: Island) -> str | None:
                         f"is the caller's: feed i32 and cast inside the model instead)")
         for r in op.results:
             if narrow(r) and id(r) in outputs:
-                return f"graph output '{outputs[id(r)]}' is {r.dtype} ({op.kind} at {op.loc}): the signature is the caller's"
+                return (f"graph output '{outputs[id(r)]}' is {r.dtype} ({op.kind} at {op.loc}): "
+                        "the signature is the caller's")
     return None
 
 
@@ -281,7 +284,8 @@ def decide(op: Op, rs: list) -> Plan | str:
     if not narrow(res):
         if op.kind in COMPARES | {"shape"} or (op.kind == "gather" and not narrow(op.operands[0])):
             return Plan("same")
-        return f"{op.kind} at {op.loc} reads a {op.operands[0].dtype} value: no exact i32 form is known for it"
+        dtype = next(x.dtype for x in op.operands if narrow(x))
+        return f"{op.kind} at {op.loc} reads a {dtype} value: no exact i32 form is known for it"
     if op.kind == "pad" and not _fill_fits(op.attrs["value"], res.dtype):
         return f"pad at {op.loc} fills with {op.attrs['value']}, not a {res.dtype} value"
     if op.kind in MOVES | SELECTS:
@@ -402,7 +406,7 @@ class LegalizeNarrowInts(Pass):
     targets: str = "onnx,tflite"  # rewrite an island when one of these cannot run one of its ops
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        islands = [i for i in find_islands(graph) if any(unsupported_on(op, self.targets) for op in i.ops)]
+        islands = [i for i in find_islands(graph) if self._needed(i)]
         if not islands:
             return False
         ranges = value_ranges(graph)
@@ -421,6 +425,13 @@ class LegalizeNarrowInts(Pass):
         for island, op_plans in plans:
             self._rewrite(graph, island, op_plans, ctx)
         return bool(plans)
+
+    def _needed(self, island: Island) -> bool:
+        """Does a target lack one of the island's ops, other than ops a kind pass rewrites in
+        their narrow dtype itself (legalize_cumsum widens a narrow cumsum for ONNX)?"""
+        by_kind = legalizers()
+        lacking = [op for op in island.ops if unsupported_on(op, self.targets)]
+        return any(op.kind not in by_kind for op in lacking)
 
     def _plan(self, graph: Graph, island: Island, ranges: dict) -> list[Plan] | str | None:
         """Each op's i32 form (None: a quantized island, left alone), or why the island cannot change."""
