@@ -149,6 +149,16 @@ def flat_gather_source(op: Op) -> tuple[Value, int] | None:
     return p, b
 
 
+def _at(op: Op, fn):
+    """``fn()``, with a LayoutError that does not say where it happened placed at ``op``."""
+    try:
+        return fn()
+    except LayoutError as e:
+        if " at loc(" in str(e):
+            raise
+        raise LayoutError(f"{op.kind} at {op.loc}: {e}") from None
+
+
 def result_units(op: Op, i: int, u: Units) -> Units:
     """The heads of ``op``'s result, from those of operand ``i`` (``LayoutError`` if they mix)."""
     x = op.operands[i]
@@ -158,7 +168,7 @@ def result_units(op: Op, i: int, u: Units) -> Units:
             return u
         if kind == "reshape" and i != 0:
             raise LayoutError(f"reshape at {op.loc} takes its target from a tensor that carries the heads")
-        return follow(op, x, u)
+        return _at(op, lambda: follow(op, x, u))
     if kind in ELEMENTWISE:
         return Units(u.axis + op.result.type.rank - x.type.rank, u.count, u.inner)
     if kind == "matmul":
@@ -197,7 +207,7 @@ def operand_units(op: Op, j: int, r: Units) -> Units | None:
     kind = op.kind
     v = op.operands[j]
     if kind == "reshape":
-        return through_reshape(op.result.shape, v.shape, r) if j == 0 else None
+        return _at(op, lambda: through_reshape(op.result.shape, v.shape, r)) if j == 0 else None
     if kind == "transpose":
         return Units(list(op.attrs["perm"])[r.axis], r.count, r.inner)
     if kind == "unsqueeze":

@@ -12,9 +12,11 @@ pruning passes rewrite the ops it records.
 What carries the head count: the Q/K/V kernels' output axes and biases, the O
 kernel's input axes (one axis of heads*head_size, or two axes heads, head_size
 as in Keras' einsum kernels), and ``head_paths``, every op between the
-projections and the attention matmuls with the axis that holds the heads in its
-result (``bertc.analysis.layout``; ``head_ops`` lists their reshapes and
-transposes).  The head count is the Q projection's width over the head size the
+projections and the output projection with the axis that holds the heads in its
+result, found by following the head axis over the whole sublayer
+(``bertc.analysis.region``): side terms that vary along the heads (MPNet's
+relative-position bias table, DeBERTa's c2p/p2c position keys, per-head
+biases, RoFormer's rotated copies) are part of it and sliced with the heads.  The head count is the Q projection's width over the head size the
 scores contract, so heads may sit on an axis of their own, be merged with
 head_size ([batch*seq, 64] in Google's modeling.py) or with batch; each chain
 must bring them to the attention matmuls on a batch axis, and the context must
@@ -153,6 +155,7 @@ class Layer:
     attention: Attention | None = None
     ffn: FeedForward | None = None
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the analysis found that is not a problem
 
 
 @dataclass
@@ -172,6 +175,8 @@ class Structure:
                 d["ffn"] = {"intermediate": layer.ffn.intermediate, "activation": _activation_name(layer.ffn.activation)}
             if layer.problems:
                 d["problems"] = layer.problems
+            if layer.notes:
+                d["notes"] = layer.notes
             out.append(d)
         return out
 
@@ -564,12 +569,20 @@ def analyze_structure(graph: Graph) -> Structure:
     return structure
 
 
+def _stacked_on(ffn: FeedForward, prev: Layer) -> bool:
+    """MobileBERT's stacked FFNs (num_feedforward_networks): this FFN reads the previous one's norm."""
+    last = prev.ffn
+    return last is not None and last.norm is not None and ffn.up.op.operands[0] is last.norm.result
+
+
 def _add_orphan_ffns(graph: Graph, layers: list[Layer], softmaxes: list[Op]) -> list[Layer]:
     """Give FFNs that no attention led to a layer, keeping layers in graph order.
 
     An orphan FFN joins the layer just before it when that layer has no FFN
     (its attention failed to match, or its FFN does not read the attention
-    output directly, as in pre-norm encoders); otherwise it is a layer of its own.
+    output directly, as in pre-norm encoders); otherwise it is a layer of its own: a layer whose
+    attention is gone, or one of MobileBERT's stacked FFNs (each prunable as an FFN; the bottleneck
+    dense layers around them are no FFN and keep their widths).
     """
     claimed = {id(layer.ffn.activation) for layer in layers if layer.ffn}
     orphans = [f for f in (_orphan_ffn(op, claimed) for op in graph.ops if op.kind in ACTIVATIONS) if f]
@@ -585,7 +598,10 @@ def _add_orphan_ffns(graph: Graph, layers: list[Layer], softmaxes: list[Op]) -> 
             prev.ffn = ffn
             prev.problems = [p for p in prev.problems if not p.startswith("feed-forward:")]
             continue
-        orphan = Layer(-1, None, ffn, ["no attention sublayer before this feed-forward (all heads pruned?)"])
+        if prev is not None and _stacked_on(ffn, prev):
+            orphan = Layer(-1, None, ffn, [], [f"stacked feed-forward: reads the one at {prev.ffn.up.op.loc}"])
+        else:
+            orphan = Layer(-1, None, ffn, ["no attention sublayer before this feed-forward (all heads pruned?)"])
         anchored.append((at, orphan))
     ordered = [layer for _, layer in sorted(anchored, key=lambda t: t[0])]
     for i, layer in enumerate(ordered):
