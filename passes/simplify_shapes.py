@@ -26,7 +26,7 @@ def relative_reshape(in_shape: tuple, target: tuple) -> list[int] | None:
     for i, d in enumerate(target):
         if is_static(d) and d > 0:
             out.append(int(d))
-        elif i < len(in_shape) and d == in_shape[i]:
+        elif i < len(in_shape) and d == in_shape[i] and d != UNKNOWN:
             out.append(0)
         elif d == -1 or not is_static(d):
             out.append(-1)
@@ -42,7 +42,7 @@ def relative_expand(in_shape: tuple, target: tuple) -> list[int] | None:
     for i, d in enumerate(target):
         if is_static(d):
             out.append(int(d))
-        elif i >= offset and in_shape[i - offset] == d:
+        elif i >= offset and in_shape[i - offset] == d and d != UNKNOWN:
             out.append(1)
         else:
             return None
@@ -109,7 +109,7 @@ def simplify(graph: Graph, op: Op) -> bool:
         for ax, e in zip(axes, ends):
             if is_static(e):
                 ends_i.append(int(e))
-            elif e == x.shape[ax]:
+            elif e == x.shape[ax] and e != UNKNOWN:
                 ends_i.append(INT_MAX)
             else:
                 return False

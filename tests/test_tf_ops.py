@@ -722,6 +722,9 @@ for _name, _fn, _kind, _tf in [("floor", tf.math.floor, "floor", "Floor"), ("cei
          lambda r: [{"x": edgy(r, (4, 6), edges=_ROUNDING_EDGES)}, {"x": NONFINITE[None, :6]}], [_kind], [_tf],
          exact=True)
 case("sign_i32", tf.math.sign, {"x": S(None, dtype=I32)}, lambda r: [{"x": ints(r, (9,))}], ["sign"], ["Sign"])
+case("sign_abs_i64", lambda x: (tf.math.sign(x), tf.abs(x)), {"x": S(None, dtype=I64)},  # TFLite: legalize_sign_abs
+     lambda r: [{"x": np.array([0, 5, -5, 2**40, -(2**40), 2**63 - 1, -(2**63)], np.int64)}], ["sign", "abs"],
+     ["Sign", "Abs"])
 case("sin_cos", lambda x: (tf.sin(x), tf.cos(x)), {"x": S(None, 8)},
      lambda r: [{"x": edgy(r, (3, 8), scale=4.0, edges=_ROUNDING_EDGES[:9])}], ["sin", "cos"], ["Sin", "Cos"],
      atol=2e-6, why="sin/cos of |x| up to ~12 differ from TF's Eigen polynomials by a few ulps")
@@ -886,6 +889,23 @@ def _guarded(ids):
 
 case("assert_guard_on_data", _guarded, {"ids": S(None, None, dtype=I32)},
      lambda r: [{"ids": r.integers(0, 100, (2, 5)).astype(np.int32)}], ["cast"], [])
+case("eye_dynamic", lambda x: tf.eye(tf.shape(x)[1]) * 2.0 + tf.linalg.diag(x), {"x": S(None, None)},
+     lambda r: [{"x": edgy(r, (2, 4))}, {"x": edgy(r, (1, 1))}], ["where", "range"],
+     ["MatrixDiagV3"], exact=True)
+case("eye_rectangular", lambda x: tf.eye(tf.shape(x)[1], 3, dtype=tf.int32) + tf.shape(x)[0],
+     {"x": S(None, None)}, lambda r: [{"x": edgy(r, (2, 5))}, {"x": edgy(r, (1, 2))}], ["where"], ["MatrixSetDiagV3"])
+case("matrix_diag_v1_v2", lambda d, m: (tf.raw_ops.MatrixDiag(diagonal=d),
+                                         tf.raw_ops.MatrixDiagV2(diagonal=d, k=0, num_rows=-1, num_cols=-1,
+                                                                 padding_value=-1.0),
+                                         tf.raw_ops.MatrixSetDiag(input=m, diagonal=d),
+                                         tf.raw_ops.MatrixSetDiagV2(input=m, diagonal=d, k=0)),
+     {"d": S(None, 3), "m": S(None, 3, 3)}, lambda r: [{"d": edgy(r, (2, 3)), "m": edgy(r, (2, 3, 3))}], ["where"],
+     ["MatrixDiag", "MatrixDiagV2", "MatrixSetDiag", "MatrixSetDiagV2"], exact=True)
+case("repeat_of_unknown_dim", lambda x: tf.repeat(x[:, ::2], 2, axis=1), {"x": S(None, None)},
+     lambda r: [{"x": edgy(r, (2, 6))}, {"x": edgy(r, (1, 3))}], ["tile"], ["Tile"], exact=True)
+case("einsum_ellipsis", lambda x, w: (tf.einsum("...,a->...a", x, w), tf.einsum("...ij,jk->...ik", x, w[:, None])),
+     {"x": S(None, None, 4), "w": S(4)}, lambda r: [{"x": normal(r, (2, 3, 4)), "w": normal(r, (4,))}],
+     ["einsum"], ["Einsum"])
 case("slice_runtime_begin", lambda x, b: tf.slice(x, b, [-1, 2]), {"x": S(None, 5), "b": S(2, dtype=I32)},
      lambda r: [{"x": edgy(r, (3, 5)), "b": np.array([1, 2], np.int32)}], ["slice"], ["Slice"], exact=True)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ir.graph import Value
 from ..ir.registry import OpError
-from ..ir.types import FLOAT_DTYPES
+from ..ir.types import FLOAT_DTYPES, UNKNOWN
 from .tf import ImportContext, handler
 
 INT_MAX = 2**63 - 1
@@ -164,7 +164,25 @@ def _matmul(ctx, node, ins):
 
 @handler("Einsum")
 def _einsum(ctx, node, ins):
-    return ctx.emit("einsum", ins, {"equation": ctx.attr("equation")})
+    return ctx.emit("einsum", ins, {"equation": explicit_equation(ctx.attr("equation"), [v.type.rank for v in ins])})
+
+
+def explicit_equation(equation: str, ranks: list[int]) -> str:
+    """An einsum equation with '...' spelled as letters (right-aligned, numpy's broadcast rule)."""
+    if "..." not in equation:
+        return equation
+    lhs, _, rhs = equation.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in equation]
+    widths = [rank - (len(t) - 3) if "..." in t else 0 for t, rank in zip(terms, ranks)]
+    width = max(widths, default=0)
+    if width > len(spare) or min(widths, default=0) < 0:
+        raise OpError(f"einsum equation {equation!r} does not fit operands of ranks {ranks}")
+    letters = "".join(spare[:width])
+    terms = [t.replace("...", letters[width - w:]) for t, w in zip(terms, widths)]
+    if not _:
+        raise OpError(f"einsum equation {equation!r} has no '->' (implicit output)")
+    return ",".join(terms) + "->" + rhs.replace("...", letters)
 
 
 @handler("Transpose")
@@ -333,7 +351,7 @@ def _emit_slice(ctx, x: Value, items: list[tuple[int, int | _At, int | _At, int]
     """
     def whole(ax, e0, st) -> bool:
         dim, e = x.shape[ax], e0.sym if isinstance(e0, _At) else e0
-        return st == 1 and (e == dim or (isinstance(e, int) and isinstance(dim, int) and e >= dim))
+        return st == 1 and ((e == dim and dim != UNKNOWN) or (isinstance(e, int) and isinstance(dim, int) and e >= dim))
 
     items = [(ax, s0, INT_MAX if whole(ax, e0, st) else e0, st) for ax, s0, e0, st in items]
     items = [it for it in items if not (it[1] == 0 and it[2] == INT_MAX and it[3] == 1)]

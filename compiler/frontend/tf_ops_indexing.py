@@ -340,6 +340,54 @@ def _band_part(ctx, node, ins):
     return ctx.emit("where", [keep, x, zero])
 
 
+def _main_diagonal_only(ctx, k: Value | None) -> None:
+    if k is not None and np.asarray(ctx.const_of(k)).reshape(-1).tolist() != [0]:
+        raise OpError("only the main diagonal (k=0) is supported")
+
+
+def _on_diagonal(ctx, diag: Value, rows: Value, cols: Value, other: Value) -> Value:
+    """out[..., i, j] = diag[..., i] where i == j, else ``other`` (a scalar or a matrix)."""
+    zero, one = (ctx.const(np.array(k, np.int32), ctx.name + f"/c{k}") for k in (0, 1))
+    i = ctx.emit("unsqueeze", [ctx.emit("range", [zero, rows, one])], {"axes": [1]})
+    j = ctx.emit("unsqueeze", [ctx.emit("range", [zero, cols, one])], {"axes": [0]})
+    length = _dim(ctx, diag, diag.type.rank - 1)
+    at_row = ctx.emit("gather", [diag, ctx.emit("minimum", [i, ctx.emit("sub", [length, one])])],
+                      {"axis": diag.type.rank - 1})  # [..., rows, 1]
+    return ctx.emit("where", [ctx.emit("equal", [i, j]), at_row, other])
+
+
+def _dim(ctx, v: Value, axis: int) -> Value:
+    return ctx.emit("gather", [ctx.emit("shape", [v], {"dtype": "i32"}),
+                               ctx.const(np.array(axis, np.int64), ctx.name + f"/axis{axis}")])
+
+
+@handler("MatrixDiag", "MatrixDiagV2", "MatrixDiagV3")
+def _matrix_diag(ctx, node, ins):
+    """A matrix with ``diagonal`` on its main diagonal, padding elsewhere (tf.eye, tf.linalg.diag)."""
+    diag = ins[0]
+    _main_diagonal_only(ctx, ins[1] if len(ins) > 1 else None)
+    length = _dim(ctx, diag, diag.type.rank - 1)
+    rows = cols = length
+    if len(ins) > 2:
+        minus_one = ctx.const(np.array(-1, np.int32), ctx.name + "/minus_one")
+        given = [v if v.dtype == "i32" else ctx.emit("cast", [v], {"to": "i32"}) for v in ins[2:4]]
+        rows, cols = (ctx.emit("where", [ctx.emit("equal", [g, minus_one]), length, g]) for g in given)
+    pad = ctx.const(np.asarray(ctx.const_of(ins[4]) if len(ins) > 4 else 0, np_dtype(diag.dtype)).reshape(()),
+                    ctx.name + "/pad")
+    out = _on_diagonal(ctx, diag, rows, cols, pad)
+    return out if len(ins) > 2 else _set_type(out, (*diag.shape, diag.shape[-1]))
+
+
+@handler("MatrixSetDiag", "MatrixSetDiagV2", "MatrixSetDiagV3")
+def _matrix_set_diag(ctx, node, ins):
+    """``input`` with its main diagonal replaced by ``diagonal``."""
+    x, diag = ins[:2]
+    _main_diagonal_only(ctx, ins[2] if len(ins) > 2 else None)
+    rank = x.type.rank
+    out = _on_diagonal(ctx, diag, _dim(ctx, x, rank - 2), _dim(ctx, x, rank - 1), x)
+    return _set_type(out, x.shape)
+
+
 @handler("LogSoftmax")
 def _log_softmax(ctx, node, ins):
     """x - max - log(sum(exp(x - max))) along the last axis."""
