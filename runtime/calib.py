@@ -44,6 +44,9 @@ class CalibrationData:
     random: bool = False  # True: random tokens, not real text
     input_names: list[str] = field(default_factory=lambda: [ROLE_NAMES[r] for r in ROLES])
     input_dtypes: dict[str, str] = field(default_factory=dict)  # input name -> numpy dtype name
+    # Inputs with more than [batch, seq] dims (LayoutLM's bbox [.., 4], TAPAS' token types [.., 7]):
+    # name -> the trailing dims.  They are fed zeros (no box, no table cell), valid for every such model.
+    input_extra_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
     label_names: list[str] | None = None  # logit order, when known
 
     def __len__(self) -> int:
@@ -53,11 +56,12 @@ class CalibrationData:
         """The same data, keyed by ``graph``'s input names (by role) in its dtypes."""
         from ..ir.types import np_dtype
 
-        roles = [input_role(v.name) for v in graph.inputs]
+        roles = [input_role(v.name) for v in graph.inputs if v.type.rank <= 2]
         if "ids" not in roles:
             raise BertcError(f"calibration: the model's inputs {[v.name for v in graph.inputs]} have no token ids.")
         return replace(self, input_names=[v.name for v in graph.inputs],
-                       input_dtypes={v.name: np_dtype(v.dtype).name for v in graph.inputs})
+                       input_dtypes={v.name: np_dtype(v.dtype).name for v in graph.inputs},
+                       input_extra_dims={v.name: extra_dims(v) for v in graph.inputs if v.type.rank > 2})
 
     def lengths(self) -> np.ndarray:
         return np.array([int(s["mask"].sum()) for s in self.sequences], dtype=np.int64)
@@ -88,7 +92,8 @@ class CalibrationData:
                 arrays[role] = arr
             feeds = {}
             for name in self.input_names:
-                arr = arrays[input_role(name)]
+                extra = self.input_extra_dims.get(name)
+                arr = np.zeros((len(chunk), width, *extra), np.int64) if extra is not None else arrays[input_role(name)]
                 dtype = self.input_dtypes.get(name)
                 feeds[name] = arr.astype(dtype) if dtype else arr
             labels = self.labels[start:start + batch_size] if self.labels is not None else None
@@ -213,13 +218,18 @@ def _load_npz(path: Path, max_length: int, samples: int) -> CalibrationData:
     return CalibrationData(sequences, labels, src)
 
 
+def extra_dims(v) -> tuple[int, ...]:
+    """An input's dims after [batch, seq], static ones as they are and symbolic ones as 1."""
+    return tuple(int(d) if isinstance(d, int) else 1 for d in v.shape[2:])
+
+
 def random_calibration(graph: Graph, n: int = 32, seq: int = 64, seed: int = 0) -> CalibrationData:
     """``n`` random but valid sequences of up to ``seq`` tokens (ragged, as real text is)."""
     from .inputs import max_sequence_length, random_graph_inputs
 
     seq = min(seq, max_sequence_length(graph) or seq)  # never past the position table
     feeds = random_graph_inputs(graph, n, seq, seed=seed)
-    by_role = {input_role(k): v for k, v in feeds.items()}
+    by_role = {input_role(k): v for k, v in feeds.items() if v.ndim == 2}
     ids = by_role["ids"]
     mask = by_role.get("mask", np.ones_like(ids))
     seg = by_role.get("segment", np.zeros_like(ids))

@@ -86,6 +86,12 @@ def graph_input_specs(graph: Graph) -> list[tuple[str, str]]:
 
 
 def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Valid random feeds; an input with dims past [batch, seq] (a bbox) is all zeros."""
     rng = np.random.default_rng(seed)
     vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
-    return random_inputs(graph_input_specs(graph), batch, seq, rng, vocab)
+    feeds = random_inputs(graph_input_specs(graph), batch, seq, rng, vocab)
+    for v in graph.inputs:
+        if v.type.rank > 2:
+            extra = [int(d) if isinstance(d, int) else 1 for d in v.shape[2:]]
+            feeds[v.name] = np.zeros((batch, seq, *extra), feeds[v.name].dtype)
+    return feeds

@@ -385,3 +385,5 @@ def tap_gradients(graph: Graph, feeds: Mapping[str, np.ndarray], taps: Mapping[V
     tape = forward(graph, feeds, taps)
     value, out_grads = loss(tape.outputs)
     return value, tape.outputs, backward(graph, tape, out_grads, taps)
+
+from . import autodiff_index  # noqa: E402,F401  (gather_nd, scatters, pad, tile, reduce_max/min rules)
