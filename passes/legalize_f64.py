@@ -120,7 +120,48 @@ def find_islands(graph: Graph) -> list[Island]:
     groups: dict[int, list[Op]] = {}
     for op in members:
         groups.setdefault(root(id(op)), []).append(op)
-    return [_boundary(graph, Island(ops)) for ops in groups.values()]
+    return [part for ops in groups.values() for part in _without_reentry(graph, _boundary(graph, Island(ops)))]
+
+
+def _without_reentry(graph: Graph, island: Island) -> list[Island]:
+    """Absorb the outside ops that lead from the island back into it (a comparison's bool
+    leaves, is and-ed with another outside, and comes back as a where's condition): a table
+    or retype of an island that feeds itself would form a cycle."""
+    while True:
+        produced = {id(r) for op in island.ops for r in op.results}
+        memo: dict[int, bool] = {}
+        reentrant = [v for v in island.inputs if _computed_from(v, produced, memo)]
+        if not reentrant:
+            return [island]
+        inside = {id(op) for op in island.ops}
+        before = len(inside)
+        stack = list(reentrant)
+        while stack:  # every producer on a path from the island to a re-entering input
+            v = stack.pop()
+            op = v.producer
+            if op is None or id(op) in inside or not memo.get(id(v)):
+                continue
+            inside.add(id(op))
+            stack.extend(x for x in op.operands if memo.get(id(x)))
+        if len(inside) == before:
+            return [island]  # nothing to absorb: leave it to the methods' own checks
+        island = _boundary(graph, Island([op for op in graph.ops if id(op) in inside]))
+
+
+def _computed_from(v: Value, sources: set[int], memo: dict[int, bool]) -> bool:
+    """Whether ``v`` depends on any value in ``sources`` (post-order over producers, memoised)."""
+    stack = [(v, False)]
+    while stack:
+        cur, ready = stack.pop()
+        if id(cur) in memo:
+            continue
+        operands = cur.producer.operands if cur.producer is not None and id(cur) not in sources else []
+        if ready or not operands:
+            memo[id(cur)] = id(cur) in sources or any(memo[id(x)] for x in operands)
+            continue
+        stack.append((cur, True))
+        stack.extend((x, False) for x in operands if id(x) not in memo)
+    return memo[id(v)]
 
 
 def _boundary(graph: Graph, island: Island) -> Island:
@@ -129,7 +170,8 @@ def _boundary(graph: Graph, island: Island) -> Island:
     outputs = {id(v) for v in graph.outputs.values()}
     for op in island.ops:
         for v in op.operands:
-            if v.dtype != "f64" and not v.is_const() and v not in island.inputs:
+            made_inside = v.producer is not None and id(v.producer) in inside
+            if v.dtype != "f64" and not v.is_const() and not made_inside and v not in island.inputs:
                 island.inputs.append(v)
         for r in op.results:
             outside = any(id(u) not in inside for u in r.users) or id(r) in outputs

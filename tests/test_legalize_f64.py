@@ -98,7 +98,18 @@ def position_bias_fn(bucket, table: np.ndarray):
     return fn
 
 
+def deberta_bucket_f64(relative_position, mid=4, max_position=32):
+    """DeBERTa-v2's make_log_bucket_position in f64.  Its two comparisons leave the island as
+    bools, are and-ed outside it and come back as a where's condition: one island, not a cycle."""
+    r = tf.cast(relative_position, tf.float64)
+    sign = tf.math.sign(r)
+    abs_pos = tf.where((r < mid) & (r > -mid), tf.constant(mid - 1, tf.float64), tf.abs(r))
+    log_pos = tf.math.ceil(tf.math.log(abs_pos / mid) / math.log((max_position - 1) / mid) * (mid - 1)) + mid
+    return tf.cast(tf.where(abs_pos <= mid, r, log_pos * sign), tf.int32) + 16
+
+
 BUCKETS = {
+    "deberta_log_f64": deberta_bucket_f64,
     "mpnet_32_128": lambda rp: mpnet_bucket(rp, 32, 128),
     "mpnet_64_256": lambda rp: mpnet_bucket(rp, 64, 256),
     "mpnet_reciprocal": lambda rp: mpnet_bucket(rp, 32, 128, reciprocal=True),
