@@ -906,6 +906,13 @@ case("repeat_of_unknown_dim", lambda x: tf.repeat(x[:, ::2], 2, axis=1), {"x": S
 case("einsum_ellipsis", lambda x, w: (tf.einsum("...,a->...a", x, w), tf.einsum("...ij,jk->...ik", x, w[:, None])),
      {"x": S(None, None, 4), "w": S(4)}, lambda r: [{"x": normal(r, (2, 3, 4)), "w": normal(r, (4,))}],
      ["einsum"], ["Einsum"])
+case("fft2d_real", lambda x: tf.math.real(tf.signal.fft2d(tf.complex(x, tf.zeros_like(x)))),
+     {"x": S(None, None, 6)}, lambda r: [{"x": normal(r, (2, 5, 6))}, {"x": normal(r, (1, 1, 6))}], ["matmul", "cos"],
+     ["Complex", "FFT2D", "Real"], atol=2e-5, rtol=1e-4, why="a DFT as two f32 matmuls vs TF's FFT: sums of N terms")
+case("fft_complex_input", lambda x, y: (tf.math.real(tf.signal.fft(tf.complex(x, y))),
+                                        tf.math.imag(tf.signal.fft(tf.complex(x, y)))),
+     {"x": S(None, 8), "y": S(None, 8)}, lambda r: [{"x": normal(r, (3, 8)), "y": normal(r, (3, 8))}], ["matmul"],
+     ["Complex", "FFT", "Real", "Imag"], atol=2e-5, rtol=1e-4, why="a DFT as f32 matmuls vs TF's FFT")
 case("slice_runtime_begin", lambda x, b: tf.slice(x, b, [-1, 2]), {"x": S(None, 5), "b": S(2, dtype=I32)},
      lambda r: [{"x": edgy(r, (3, 5)), "b": np.array([1, 2], np.int32)}], ["slice"], ["Slice"], exact=True)
 
@@ -1060,6 +1067,8 @@ _REFUSED = [  # id, TF code, specs, what the error says
     ("conv2d_strided", lambda x: tf.nn.conv2d(x, _CONV_K, 2, "SAME"), {"x": S(None, 4, 4, 4)}, "strides"),
     ("cond_on_data", lambda x: tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: -x), {"x": S(None, 3)},
      "If 'cond'.*depends on the data"),
+    ("complex_elsewhere", lambda x: tf.math.real(tf.complex(x, x) * tf.complex(x, x)), {"x": S(None, 3)},
+     "reads a complex value"),
     ("pad_v2_runtime_value", lambda x, v: tf.pad(x, [[0, 1]], constant_values=v[0]),
      {"x": S(None), "v": S(1)}, "PadV2"),
 ]

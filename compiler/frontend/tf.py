@@ -227,7 +227,11 @@ def import_frozen(model: FrozenModel) -> Graph:
             env[name] = [None]  # read through ReadVariableOp / ResourceGather, which ask ctx.variable()
     import_nodes(ctx, nodes, order, env)
     for spec in model.outputs:
-        graph.outputs[spec.name] = env[spec.node][spec.index]
+        out = env[spec.node][spec.index]
+        if not isinstance(out, Value):
+            raise BertcError(f"{model.source}: output '{spec.name}' is complex; bertc's artifacts return real "
+                             "tensors (take tf.math.real of it)")
+        graph.outputs[spec.name] = out
     return graph
 
 
@@ -263,7 +267,11 @@ def import_nodes(ctx: ImportContext, nodes: dict[str, Any], order: list[str], en
             src, _, idx = inp.partition(":")
             ins.append(env[src][int(idx or 0)])
         try:
-            out = import_cond(ctx, node, ins) if node.op in CONDITIONALS else HANDLERS[node.op](ctx, node, ins)
+            fn = HANDLERS.get(node.op)
+            if any(not isinstance(v, Value) and v is not None for v in ins) and not getattr(fn, "complex_aware", False):
+                raise OpError("it reads a complex value; bertc imports complex tensors only from Complex "
+                              "through FFT/FFT2D to Real/Imag")
+            out = import_cond(ctx, node, ins) if node.op in CONDITIONALS else fn(ctx, node, ins)
         except OpError as e:
             raise BertcError(f"{ctx.source}: cannot import {node.op} '{clean_name(name)}': {e}") from None
         env[name] = out if isinstance(out, list) else [out]

@@ -548,4 +548,4 @@ def _fused_batch_norm(ctx, node, ins):
     return [y, mean, var, mean, var, mean]
 
 
-from . import tf_ops_conv, tf_ops_indexing  # noqa: E402,F401  (Conv2D; Pad, Where, GatherNd, Split …)
+from . import tf_ops_conv, tf_ops_fft, tf_ops_indexing  # noqa: E402,F401  (Conv2D; FFT; Pad, Where, Split …)
