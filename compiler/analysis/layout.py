@@ -63,18 +63,24 @@ def through_reshape(src: tuple, dst: tuple, u: Units) -> Units:
     """The groups of a tensor shaped ``src`` after a reshape to ``dst``."""
     if u.outer(src) == UNKNOWN:
         raise LayoutError(f"axis {u.axis} of {list(src)} does not hold {u.count} groups of {u.inner}")
-    if UNKNOWN in dst:
-        raise LayoutError(f"the reshape's result shape {list(dst)} is not known")
     stride = u.stride(src)
+    if stride == UNKNOWN:
+        raise LayoutError(f"the dims of {list(src)} after axis {u.axis} are not known")
     found = []
     for b in range(len(dst)):
+        # Unknown dims in front of an axis do not move the groups on it (the groups repeat every
+        # count*stride elements, and dst[b]*tail is a multiple of that): only dst[b] and its tail must be known.
         tail = dim_prod(dst[b + 1:])
+        if UNKNOWN in (tail, dst[b]):
+            continue
         if _divides(tail, stride) and _divides(dim_mul(u.count, dim_div(stride, tail)), dst[b]):
             found.append(Units(b, u.count, dim_div(stride, tail)))
     # With two or more groups at most one axis fits; a single group fits several: prefer one of its own.
     own = [c for c in found if c.outer(dst) == 1]
     if own or found:
         return (own or found)[0]
+    if UNKNOWN in dst:
+        raise LayoutError(f"the reshape's result shape {list(dst)} is not known where the groups would go")
     raise LayoutError(f"reshaping {list(src)} to {list(dst)} splits the {u.count} groups of axis {u.axis} "
                       "across axes")
 

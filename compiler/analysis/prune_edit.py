@@ -131,7 +131,7 @@ def privatize(graph: Graph, region) -> dict[int, Op]:
 
 # ------------------------------------------------------------------ reshape targets
 def plan_reshapes(paths: list[tuple[Op, Units]], kept: int, where: str) -> list[Edit]:
-    """Every reshape of a chain, with the size its groups' axis must have once ``kept`` groups are left
+    """Every reshape (and broadcast ``expand``: a mask broadcast to [batch, heads, q, k]) of a chain, with the size its groups' axis must have once ``kept`` groups are left
     (and every run-time tile, whose multiples may divide a pruned size by the group count)."""
     edits = []
     for op, u in paths:
@@ -139,7 +139,7 @@ def plan_reshapes(paths: list[tuple[Op, Units]], kept: int, where: str) -> list[
             shape = op.result.shape
             edits.append((op, u.axis, shape[u.axis], u.dim_with(shape, kept), where))
             continue
-        if op.kind != "reshape":
+        if op.kind not in ("reshape", "expand"):  # an expand's target spells its heads as a reshape's does
             continue
         shape = op.result.shape
         edits.append((op, u.axis, shape[u.axis], u.dim_with(shape, kept), where))

@@ -35,7 +35,10 @@ from .layout import LayoutError, Units, follow, through_reshape
 
 # Elementwise ops (numpy broadcasting): the heads stay on their axis in every operand that varies along them.
 ELEMENTWISE = {"add", "sub", "mul", "div", "where", "cast", "identity", "neg", "maximum", "minimum", "pow",
-               "sqrt", "rsqrt", "exp", "abs", "tanh", "erf", "relu", "gelu", "sigmoid"}
+               "sqrt", "rsqrt", "exp", "abs", "tanh", "erf", "relu", "gelu", "sigmoid",
+               # masks built along the scores (Keras: logical_and(ones_like(scores), mask) -> where)
+               "logical_and", "logical_or", "logical_not", "equal", "not_equal", "less", "less_equal",
+               "greater", "greater_equal"}
 MOVES = {"reshape", "transpose", "squeeze", "unsqueeze"}
 IGNORED_USERS = {"shape"}  # run-time shapes of a pruned tensor follow by themselves
 MAX_VALUES = 400
@@ -169,7 +172,7 @@ def result_units(op: Op, i: int, u: Units) -> Units:
         if kind == "reshape" and i != 0:
             raise LayoutError(f"reshape at {op.loc} takes its target from a tensor that carries the heads")
         return _at(op, lambda: follow(op, x, u))
-    if kind in ELEMENTWISE:
+    if kind in ELEMENTWISE or (kind == "expand" and i == 0):
         return Units(u.axis + op.result.type.rank - x.type.rank, u.count, u.inner)
     if kind == "matmul":
         return _matmul_result(op, i, u)
@@ -223,6 +226,8 @@ def operand_units(op: Op, j: int, r: Units) -> Units | None:
         return r if j == 0 else None
     if kind in ELEMENTWISE:
         return _elementwise_operand(op, j, r)
+    if kind == "expand":  # broadcast_to/ones_like/fill: its target spells the head count (rewritten like a
+        return _elementwise_operand(op, 0, r) if j == 0 else None  # reshape's) or is tf.shape of a head tensor
     if kind == "matmul":
         return _matmul_operand(op, j, r)
     if kind == "einsum":
