@@ -58,6 +58,7 @@ from bertc.ir import Graph, Op, Value
 from bertc.ir.interpreter import run_graph
 from bertc.ir.types import DTYPES, INT_DTYPES, TensorType, broadcast_shapes, is_static
 from bertc.legalize import unsupported_on
+from bertc.analysis.islands import connected_ops
 from bertc.pass_manager import Pass, PassContext, register_pass
 
 log = logging.getLogger(__name__)
@@ -103,24 +104,8 @@ def _touches_f64(op: Op) -> bool:
 
 def find_islands(graph: Graph) -> list[Island]:
     """Group the ops that touch f64 into components joined by the f64 values they share."""
-    members = [op for op in graph.ops if _touches_f64(op)]
-    parent = {id(op): id(op) for op in members}
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for op in members:
-        for v in op.results:
-            if v.dtype == "f64":
-                for user in v.users:
-                    parent[root(id(user))] = root(id(op))
-    groups: dict[int, list[Op]] = {}
-    for op in members:
-        groups.setdefault(root(id(op)), []).append(op)
-    return [part for ops in groups.values() for part in _without_reentry(graph, _boundary(graph, Island(ops)))]
+    groups = connected_ops(graph, _touches_f64, lambda v: v.dtype == "f64")
+    return [part for ops in groups for part in _without_reentry(graph, _boundary(graph, Island(ops)))]
 
 
 def _without_reentry(graph: Graph, island: Island) -> list[Island]:

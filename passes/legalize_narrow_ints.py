@@ -56,6 +56,7 @@ from bertc.diagnostics import BertcError
 from bertc.ir import Graph, Op, Value
 from bertc.ir.types import DTYPES, FLOAT_DTYPES, INT_DTYPES, is_static
 from bertc.legalize import legalizers, unsupported_on
+from bertc.analysis.islands import connected_ops
 from bertc.pass_manager import Pass, PassContext, register_pass
 
 log = logging.getLogger(__name__)
@@ -231,24 +232,10 @@ def find_islands(graph: Graph) -> list[Island]:
     Constants are not members: each reader gets its own i32 copy, so a narrow
     constant shared (by CSE) with a quantized op is never retyped under it.
     """
-    members = [op for op in graph.ops if op.kind != "const" and any(narrow(v) for v in (*op.operands, *op.results))]
-    parent = {id(op): id(op) for op in members}
+    def member(op: Op) -> bool:
+        return op.kind != "const" and any(narrow(v) for v in (*op.operands, *op.results))
 
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for op in members:
-        for r in op.results:
-            if narrow(r):
-                for user in r.users:
-                    parent[root(id(user))] = root(id(op))
-    groups: dict[int, list[Op]] = {}
-    for op in members:
-        groups.setdefault(root(id(op)), []).append(op)
-    return [Island(ops) for ops in groups.values()]
+    return [Island(ops) for ops in connected_ops(graph, member, narrow)]
 
 
 def boundary_reason(graph: Graph, island: Island) -> str | None:
