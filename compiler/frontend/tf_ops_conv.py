@@ -33,6 +33,15 @@ def _check(ctx: ImportContext, op: str) -> None:
         raise OpError(f"{op} with padding {ctx.attr('padding')} is not supported (SAME or VALID)")
 
 
+def _kernel(ctx: ImportContext, op: str, kernel: Value) -> np.ndarray:
+    """The convolution's checked attributes and its kernel's value (computed from constants)."""
+    _check(ctx, op)
+    w = ctx.folded(kernel)
+    if w is None:
+        raise OpError(f"{op} with a kernel computed from the inputs is not supported")
+    return w
+
+
 def _windows(ctx: ImportContext, x: Value, kh: int, kw: int) -> list[tuple[int, int, Value]]:
     """(i, j, x shifted by kernel offset (i, j)) for each offset, after SAME or VALID padding."""
     if ctx.attr("padding") == "SAME":
@@ -64,11 +73,7 @@ def _sum(ctx: ImportContext, x: Value, terms: list[Value], channels: int) -> Val
 @handler("Conv2D")
 def _conv2d(ctx, node, ins):
     """y = sum over offsets (i, j) of window_ij @ kernel[i, j]   ([..., C] @ [C, M])."""
-    x, kernel = ins
-    _check(ctx, "Conv2D")
-    w = ctx.folded(kernel)
-    if w is None:
-        raise OpError("Conv2D with a kernel computed from the inputs is not supported")
+    x, w = ins[0], _kernel(ctx, "Conv2D", ins[1])
     kh, kw = w.shape[:2]
     terms = [ctx.emit("matmul", [win, ctx.const(np.ascontiguousarray(w[i, j]), f"{ctx.name}/kernel_{i}_{j}")])
              for i, j, win in _windows(ctx, x, kh, kw)]
@@ -78,11 +83,7 @@ def _conv2d(ctx, node, ins):
 @handler("DepthwiseConv2dNative")
 def _depthwise(ctx, node, ins):
     """y[..., c * m + k] = sum over offsets of window_ij[..., c] * kernel[i, j, c, k]."""
-    x, kernel = ins
-    _check(ctx, "DepthwiseConv2dNative")
-    w = ctx.folded(kernel)
-    if w is None:
-        raise OpError("DepthwiseConv2dNative with a kernel computed from the inputs is not supported")
+    x, w = ins[0], _kernel(ctx, "DepthwiseConv2dNative", ins[1])
     kh, kw, c, mult = w.shape
     terms = []
     for i, j, win in _windows(ctx, x, kh, kw):
