@@ -281,7 +281,8 @@ def prune_attention(graph: Graph, att: Attention, keep: list[int], where: str) -
     paths = [(copies.get(id(op), op), u) for op, u in att.head_paths]
     edits = plan_reshapes(paths, len(keep), where)  # every target, before anything changes
     for p in att.projections:
-        slice_projection(graph, p, "out", h, att.group_size(p), keep)
+        outer, size = att.split(p)
+        slice_projection(graph, p, "out", h, size, keep, outer)
     slice_projection(graph, att.o, "in", h, d, keep)
     for p, _ in (region.sources if region is not None else []):
         slice_projection(graph, p, "out", h, p.out_features // h, keep)

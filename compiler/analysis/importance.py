@@ -76,21 +76,23 @@ class Scores:
 
 
 # ------------------------------------------------------------------ weights
-def take_features(arr: np.ndarray, axes: list[int], groups: int, size: int, keep: np.ndarray) -> np.ndarray:
+def take_features(arr: np.ndarray, axes: list[int], groups: int, size: int, keep: np.ndarray,
+                  outer: int = 1) -> np.ndarray:
     """Keep feature groups ``keep`` of ``arr`` along ``axes``.
 
-    The features span either one axis of ``groups * size`` (group-major, as a
-    reshape to [..., groups, size] reads it) or two axes ``(groups, size)``.
+    The features span either one axis of ``outer * groups * size`` (group-major, as a
+    reshape to [..., outer, groups, size] reads it; ``outer`` is 3 for a fused QKV kernel [q|k|v] whose
+    thirds each hold every head) or two axes ``(groups, size)``.
     Heads are groups of ``head_size``; neurons are groups of one.
     """
     keep = np.asarray(keep, dtype=np.int64)
     if len(axes) == 1:
         ax = axes[0]
-        if arr.shape[ax] != groups * size:
-            raise ValueError(f"axis {ax} of {list(arr.shape)} is not {groups}x{size} features")
-        split = arr.reshape(arr.shape[:ax] + (groups, size) + arr.shape[ax + 1:])
-        out = np.take(split, keep, axis=ax)
-        return out.reshape(arr.shape[:ax] + (len(keep) * size,) + arr.shape[ax + 1:])
+        if arr.shape[ax] != outer * groups * size:
+            raise ValueError(f"axis {ax} of {list(arr.shape)} is not {outer}x{groups}x{size} features")
+        split = arr.reshape(arr.shape[:ax] + (outer, groups, size) + arr.shape[ax + 1:])
+        out = np.take(split, keep, axis=ax + 1)
+        return out.reshape(arr.shape[:ax] + (outer * len(keep) * size,) + arr.shape[ax + 1:])
     if len(axes) == 2 and (arr.shape[axes[0]], arr.shape[axes[1]]) == (groups, size) and axes[1] == axes[0] + 1:
         return np.take(arr, keep, axis=axes[0])
     raise ValueError(f"axes {axes} of {list(arr.shape)} are not {groups} groups of {size} features")
@@ -106,32 +108,32 @@ def bias_axes(bias: np.ndarray, features: int) -> list[int]:
     raise ValueError(f"bias of shape {list(bias.shape)} does not hold {features} features")
 
 
-def _group_norms2(arr: np.ndarray, axes: list[int], groups: int, size: int) -> np.ndarray:
+def _group_norms2(arr: np.ndarray, axes: list[int], groups: int, size: int, outer: int = 1) -> np.ndarray:
     """Sum of squares of each feature group of ``arr`` (see ``take_features``)."""
     a = arr.astype(np.float64) ** 2
     if len(axes) == 1:
         ax = axes[0]
-        a = a.reshape(a.shape[:ax] + (groups, size) + a.shape[ax + 1:])
-        head_axis = ax
+        a = a.reshape(a.shape[:ax] + (outer, groups, size) + a.shape[ax + 1:])
+        head_axis = ax + 1
     else:
         head_axis = axes[0]
     other = tuple(i for i in range(a.ndim) if i != head_axis)
     return a.sum(axis=other)
 
 
-def _projection_norms2(p: Projection, side: str, groups: int, size: int) -> np.ndarray:
+def _projection_norms2(p: Projection, side: str, groups: int, size: int, outer: int = 1) -> np.ndarray:
     ins, outs = p.kernel_axes()
     axes = outs if side == "out" else ins
-    total = _group_norms2(p.kernel.const_value(), axes, groups, size)
+    total = _group_norms2(p.kernel.const_value(), axes, groups, size, outer)
     if side == "out" and p.bias is not None:
         b = p.bias.const_value()
-        total = total + _group_norms2(b, bias_axes(b, groups * size), groups, size)
+        total = total + _group_norms2(b, bias_axes(b, outer * groups * size), groups, size, outer)
     return total
 
 
 def head_magnitude(att: Attention) -> np.ndarray:
     h, d = att.heads, att.head_size
-    total = sum(_projection_norms2(p, "out", h, att.group_size(p)) for p in att.projections)
+    total = sum(_projection_norms2(p, "out", h, att.split(p)[1], att.split(p)[0]) for p in att.projections)
     return np.sqrt(total + _projection_norms2(att.o, "in", h, d))
 
 

@@ -63,6 +63,7 @@ def through_reshape(src: tuple, dst: tuple, u: Units) -> Units:
     """The groups of a tensor shaped ``src`` after a reshape to ``dst``."""
     if u.outer(src) == UNKNOWN:
         raise LayoutError(f"axis {u.axis} of {list(src)} does not hold {u.count} groups of {u.inner}")
+    dst = _complete(src, dst)
     stride = u.stride(src)
     if stride == UNKNOWN:
         raise LayoutError(f"the dims of {list(src)} after axis {u.axis} are not known")
@@ -83,6 +84,16 @@ def through_reshape(src: tuple, dst: tuple, u: Units) -> Units:
         raise LayoutError(f"the reshape's result shape {list(dst)} is not known where the groups would go")
     raise LayoutError(f"reshaping {list(src)} to {list(dst)} splits the {u.count} groups of axis {u.axis} "
                       "across axes")
+
+
+def _complete(src: tuple, dst: tuple) -> tuple:
+    """``dst`` with its one unknown dim, if it has just one, solved from the element count (a reshape keeps it):
+    RoFormer-V2 merges the heads back with a target whose last entry is computed at run time."""
+    unknown = [i for i, d in enumerate(dst) if d == UNKNOWN]
+    if len(unknown) != 1:
+        return dst
+    d = dim_div(dim_prod(src), dim_prod(x for x in dst if x != UNKNOWN))
+    return dst if d == UNKNOWN else tuple(d if x == UNKNOWN else x for x in dst)
 
 
 def follow(op: Op, x: Value, u: Units) -> Units:

@@ -76,15 +76,16 @@ def replace_operand_const(graph: Graph, user: Op, index: int, value: np.ndarray,
     user.set_operand(index, new)
 
 
-def slice_projection(graph: Graph, p, side: str, groups: int, size: int, keep: list[int]) -> None:
-    """Keep feature groups ``keep`` of a projection's kernel (``out``: and of its bias; ``in``: kernel rows)."""
+def slice_projection(graph: Graph, p, side: str, groups: int, size: int, keep: list[int], outer: int = 1) -> None:
+    """Keep feature groups ``keep`` of a projection's kernel (``out``: and of its bias; ``in``: kernel rows);
+    ``outer``: the groups repeat that many times along the axis (a fused [q|k|v] kernel: 3)."""
     ins, outs = p.kernel_axes()
     axes = outs if side == "out" else ins
     try:
-        kernel = take_features(p.kernel.const_value(), axes, groups, size, keep)
+        kernel = take_features(p.kernel.const_value(), axes, groups, size, keep, outer)
         if side == "out" and p.bias is not None:
             b = p.bias.const_value()
-            bias = take_features(b, bias_axes(b, groups * size), groups, size, keep)
+            bias = take_features(b, bias_axes(b, outer * groups * size), groups, size, keep, outer)
     except ValueError as e:  # a kernel or bias laid out in a way the structure analysis did not expect
         raise PruneError(f"the dense layer at {p.op.loc} cannot be sliced into {groups} groups of {size}: {e}.") \
             from None
@@ -139,6 +140,10 @@ def plan_reshapes(paths: list[tuple[Op, Units]], kept: int, where: str) -> list[
             shape = op.result.shape
             edits.append((op, u.axis, shape[u.axis], u.dim_with(shape, kept), where))
             continue
+        if op.kind == "slice" and cuts_heads(op, u):  # a third of a fused QKV projection: rescale its bounds
+            shape = op.result.shape
+            edits.append((op, u.axis, shape[u.axis], u.dim_with(shape, kept), where))
+            continue
         if op.kind not in ("reshape", "expand"):  # an expand's target spells its heads as a reshape's does
             continue
         shape = op.result.shape
@@ -156,6 +161,9 @@ def apply_reshapes(graph: Graph, edits: list[Edit], count: int, kept: int) -> No
         if op.kind == "tile":
             _fix_divisor(graph, op, 1, axis, count, kept)
             continue
+        if op.kind == "slice":
+            _scale_bounds(op, axis, count, kept)
+            continue
         if op.attrs.get("shape") is not None:
             target = list(op.attrs["shape"])
             target[axis] = _scaled(target[axis], count, kept, op, where)
@@ -167,6 +175,28 @@ def apply_reshapes(graph: Graph, edits: list[Edit], count: int, kept: int) -> No
             continue
         _scale_entry(graph, op, 1, axis, count, kept, where)
         done[key] = op.operands[1]
+
+
+def cuts_heads(op: Op, u: Units) -> bool:
+    """Whether slice ``op`` bounds the axis that holds the groups (``region`` allows it at whole blocks)."""
+    rank = op.operands[0].type.rank
+    return any(int(a) % rank == u.axis for a in (op.attrs.get("axes") or range(len(op.attrs["starts"]))))
+
+
+def _scale_bounds(op: Op, axis: int, count: int, kept: int) -> None:
+    """Bounds of a slice along the groups' axis, at multiples of the count*inner block (checked by the
+    region), scaled by kept / count; an end past the axis (slice to the end) stays."""
+    a = op.attrs
+    dim = op.operands[0].shape[axis]  # types are stale: the size before pruning
+    rank = op.operands[0].type.rank
+    for k, ax in enumerate(a.get("axes") or range(len(a["starts"]))):
+        if int(ax) % rank != axis:
+            continue
+        a["starts"] = [*a["starts"]]
+        a["ends"] = [*a["ends"]]
+        a["starts"][k] = int(a["starts"][k]) * kept // count
+        if int(a["ends"][k]) <= dim:
+            a["ends"][k] = int(a["ends"][k]) * kept // count
 
 
 def check_reshape(edit: Edit) -> None:

@@ -124,16 +124,23 @@ def _check_not_along(op: Op, u: Units, axes: list[int], x: Value) -> None:
 
 
 def _slice_keeps(op: Op, u: Units, x: Value) -> None:
-    """A slice may cut any axis but the heads' (unless it keeps all of it)."""
+    """A slice may cut any axis but the heads' unless it keeps whole blocks of all the heads (a third of a
+    fused [q|k|v] projection: bounds at multiples of count*inner, whose pruning rescales them)."""
     a = op.attrs
+    block = u.count * u.inner if isinstance(u.inner, int) else None
     for k, axis in enumerate(a.get("axes") or range(len(a["starts"]))):
         if int(axis) % x.type.rank != u.axis:
             continue
         steps = a.get("steps") or []
         step = int(steps[k]) if k < len(steps) else 1
-        if int(a["starts"][k]) != 0 or step != 1 or int(a["ends"][k]) < (x.shape[u.axis] if
-                                                                         isinstance(x.shape[u.axis], int) else 2**62):
-            raise LayoutError(f"slice at {op.loc} cuts axis {u.axis} of {x.type}, which holds the heads")
+        dim = x.shape[u.axis]
+        start, end = int(a["starts"][k]), int(a["ends"][k])
+        if start == 0 and step == 1 and end >= (dim if isinstance(dim, int) else 2**62):
+            continue
+        if block and isinstance(dim, int) and step == 1 and 0 <= start < dim and start % block == 0 and \
+                (end >= dim or (end > start and end % block == 0)):
+            continue
+        raise LayoutError(f"slice at {op.loc} cuts axis {u.axis} of {x.type}, which holds the heads")
 
 
 def flat_gather_source(op: Op) -> tuple[Value, int] | None:

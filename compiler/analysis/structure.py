@@ -124,6 +124,7 @@ class Attention:
     context_units: Units | None = None  # the heads in matmul(probs, V)'s result
     # every tensor that carries the heads, and the side terms (tables, position projections) to slice
     region: Region | None = None
+    qkv_units: dict[int, Units] = field(default_factory=dict)  # id(Q/K/V op) -> the heads in its output
 
     @property
     def projections(self) -> list[Projection]:
@@ -133,6 +134,14 @@ class Attention:
     def group_size(self, p: Projection) -> int:
         """The features per head of one of the Q/K/V projections (head_size, or more when fused)."""
         return p.out_features // self.heads
+
+    def split(self, p: Projection) -> tuple[int, int]:
+        """How a Q/K/V projection's single output axis holds the heads, as (outer, size): (1, group_size)
+        per head ([heads, q|k|v]), or (3, head_size) for a fused [q|k|v] kernel cut into thirds."""
+        u = self.qkv_units.get(id(p.op))
+        if u is None or len(p.kernel_axes()[1]) != 1 or not isinstance(u.inner, int):
+            return 1, self.group_size(p)
+        return p.out_features // (self.heads * u.inner), u.inner
 
 
 @dataclass
@@ -431,27 +440,29 @@ def _distinct(projections: list[Projection]) -> list[Projection]:
 
 
 def _count_heads(q: Projection, k: Projection, v: Projection, o: Projection, head_size: int) -> int:
-    """Heads = Q's width over its group size: head_size, or head_size times the roles a fused QKV
-    projection plays (DeBERTa's in_proj: [heads, q|k|v of head_size])."""
+    """Heads = the output projection's width over head_size; each of Q, K, V must hold them in groups of
+    head_size, or of head_size times the roles a fused QKV projection plays (DeBERTa's in_proj: [heads, q|k|v
+    of head_size]).  One projection may also play several roles with one group each: CSE merges Q, K and V
+    when their weights are equal (keras-hub's ESM initializes them from one seed)."""
     roles = {id(p.op): sum(r.op is p.op for r in (q, k, v)) for p in (q, k, v)}
-    if q.out_features % (head_size * roles[id(q.op)]):
-        raise MatchFailed(f"Q projection has {q.out_features} outputs, not a multiple of head_size={head_size}")
-    heads = q.out_features // (head_size * roles[id(q.op)])
-    for name, p, n in (("K", k, k.out_features), ("V", v, v.out_features)):
-        if n != heads * head_size * roles[id(p.op)]:
+    if o.in_features % head_size:
+        raise MatchFailed(f"O projection at {o.op.loc} has {o.in_features} features, not a multiple of "
+                          f"head_size={head_size}")
+    heads = o.in_features // head_size
+    for name, p in (("Q", q), ("K", k), ("V", v)):
+        n = p.out_features
+        if not any(n == heads * head_size * r for r in range(1, roles[id(p.op)] + 1)):
             raise MatchFailed(f"{name} projection at {p.op.loc} has {n} features, not heads*head_size="
                               f"{heads}*{head_size}")
-    if o.in_features != heads * head_size:
-        raise MatchFailed(f"O projection at {o.op.loc} has {o.in_features} features, not heads*head_size="
-                          f"{heads}*{head_size}")
     return heads
 
 
-def _region(graph: Graph, qkv: list[Projection], o: Projection, heads: int) -> Region:
+def _region(graph: Graph, qkv: list[Projection], o: Projection, heads: int,
+            seeds: dict[int, Units]) -> Region:
     """The heads followed over the sublayer; every dense layer that reads them must be O, reading them as
     its kernel does, and every one whose output brings them must be sliceable into the heads."""
     try:
-        region = head_region(graph, [(p.out, p.units("out", heads)) for p in qkv])
+        region = head_region(graph, [(p.out, seeds[id(p.op)]) for p in qkv])
     except LayoutError as e:
         raise MatchFailed(f"following the heads: {e}") from None
     for p, u in region.sinks:
@@ -469,6 +480,35 @@ def _region(graph: Graph, qkv: list[Projection], o: Projection, heads: int) -> R
     return region
 
 
+def _thirds(qkv: list[Projection], roles: list[Projection], heads: int, head_size: int) -> dict[int, Units] | None:
+    """Seeds for a fused projection whose output axis is [q|k|v], each third holding every head (split by
+    tf.split, or reshaped to [.., 3, heads, head_size]), rather than [heads, q|k|v]; None if none is fused."""
+    seeds, fused = {}, False
+    for p in qkv:
+        n = sum(r.op is p.op for r in roles)
+        u = p.units("out", heads)
+        if n > 1 and len(p.kernel_axes()[1]) == 1 and p.out_features == n * heads * head_size:
+            u, fused = Units(u.axis, heads, head_size), True
+        seeds[id(p.op)] = u
+    return seeds if fused else None
+
+
+def _fused_region(graph: Graph, qkv: list[Projection], roles: list[Projection], o: Projection, heads: int,
+                  head_size: int) -> tuple[Region, dict[int, Units]]:
+    """The region from per-head groups of Q/K/V, or else (a fused kernel) from its thirds' heads."""
+    seeds = {id(p.op): p.units("out", heads) for p in qkv}
+    try:
+        return _region(graph, qkv, o, heads, seeds), seeds
+    except MatchFailed:
+        thirds = _thirds(qkv, roles, heads, head_size)
+        if thirds is None:
+            raise
+        try:
+            return _region(graph, qkv, o, heads, thirds), thirds
+        except MatchFailed as e:
+            raise MatchFailed(f"{e} (and as thirds of a fused QKV projection)") from None
+
+
 def match_attention(softmax: Op, graph: Graph) -> Attention:
     scores, swapped = _scores_matmul(softmax)
     context = _probs_consumer(softmax)
@@ -481,14 +521,14 @@ def match_attention(softmax: Op, graph: Graph) -> Attention:
     if len(softmax.result.shape) < 3 or not isinstance(head_size, int) or head_size <= 0:
         raise MatchFailed(f"attention probabilities {softmax.result.type} do not show the head size")
     heads = _count_heads(q, k, v, o, head_size)
-    region = _region(graph, _distinct([q, k, v]), o, heads)
+    region, seeds = _fused_region(graph, _distinct([q, k, v]), [q, k, v], o, heads, head_size)
     ctx_units = region.of(context.result)
     if ctx_units is None:
         raise MatchFailed(f"the heads of V do not reach the context matmul at {context.loc}")
     paths = region.ops
     head_ops = [op for op, _ in paths if op.kind in ("reshape", "transpose")]
     return Attention(softmax, scores, context, q, k, v, o, heads, head_size, head_ops, _residual_norm(o.out),
-                     paths, ctx_units, region)
+                     paths, ctx_units, region, seeds)
 
 
 def match_ffn(start: Value) -> FeedForward:
