@@ -220,7 +220,8 @@ def import_frozen(model: FrozenModel) -> Graph:
     reachable = set(order)
     for name in model.variables or {}:
         node = nodes.get(name)
-        if node is not None and name in reachable and node.attr["dtype"].type != RESOURCE:
+        tf_type = node.attr["dtype"].type or node.attr["T"].type if node is not None else RESOURCE
+        if name in reachable and tf_type != RESOURCE:
             ctx.node = node
             env[name] = [ctx.variable(name)]  # a captured constant tensor: its value, as a constant
         else:
