@@ -18,8 +18,10 @@ it meets:
 - a constant that varies along the heads: a *table* (sliced along their axis):
   MPNet's bias table, DeBERTa's folded position keys, per-head biases.
 
-Operands that do not vary along the heads (masks, sin/cos tables broadcast
-over heads, scalars) are left alone, and ``shape`` consumers follow by
+A slice may cut the heads' axis at whole blocks of every head (a third of a fused [q|k|v] projection; the
+pass rescales its bounds), and a broadcast (``expand``: a mask or ``ones_like`` spread to [batch, heads, q, k])
+is followed like a reshape, its target's head count rewritten.  Operands that do not vary along the heads
+(masks, sin/cos tables broadcast over heads, scalars) are left alone, and ``shape`` consumers follow by
 themselves.  An op the rules do not know, or a move that mixes heads, is a
 ``LayoutError`` naming it.  Tensors reached backwards that other sublayers
 share (MPNet computes its bias once for all layers) are listed in ``shared``
@@ -366,7 +368,10 @@ class _Walker:
             if r.axis < b:
                 return through_reshape(p.shape, op.operands[0].shape, r)
         if op.kind == "gather" and j == 1 and flat_gather_source(op) is not None:
-            return None  # the flat indices are row offsets computed from shapes: they follow
+            # The flat indices (row offsets + positions) follow when computed from shapes; when they are
+            # broadcast along the heads by a target that spells the head count (keras-hub DeBERTa-v3's
+            # BroadcastTo [batch, heads, q, k]), that target is rewritten: follow them back.
+            return _elementwise_operand(op, 1, r)
         return operand_units(op, j, r)
 
     def _backward(self, v: Value) -> None:
@@ -376,6 +381,8 @@ class _Walker:
         op = v.producer
         if op is None:
             raise LayoutError(f"a term that varies along the heads comes from the graph input %{v.name}")
+        if op.kind == "range":  # run-time row offsets: their length is computed from shapes, so it follows
+            return  # (a reshape of them is planned, so re-inference checks it got the pruned size)
         for cand in (op, *(w.producer for w in op.operands if op.kind == "add" and not w.is_const())):
             proj = as_projection(cand) if cand is not None else None
             if proj is not None and proj.out is v:

@@ -16,9 +16,11 @@ projections and the output projection with the axis that holds the heads in its
 result, found by following the head axis over the whole sublayer
 (``bertc.analysis.region``): side terms that vary along the heads (MPNet's
 relative-position bias table, DeBERTa's c2p/p2c position keys, per-head
-biases, RoFormer's rotated copies) are part of it and sliced with the heads.  The head count is the Q projection's width over the head size the
-scores contract, so heads may sit on an axis of their own, be merged with
-head_size ([batch*seq, 64] in Google's modeling.py) or with batch; each chain
+biases, RoFormer's rotated copies) are part of it and sliced with the heads.  The head count is the output
+projection's width over the head size the scores contract; a fused QKV projection holds them per head
+([heads, q|k|v], DeBERTa's in_proj) or per third ([q|k|v], each third all the heads: tf.split or a reshape to
+[.., 3, heads, head_size] cuts it), whichever the head axis can be followed from (``Attention.qkv_units``).  Heads may sit
+on an axis of their own, be merged with head_size ([batch*seq, 64] in Google's modeling.py) or with batch; each chain
 must bring them to the attention matmuls on a batch axis, and the context must
 bring them to the output projection the way its kernel reads them, or the layer
 is not matched (with the reason).  The FFN width lives in the up kernel's
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Op, Value
 from .layout import LayoutError, Units, follow_chain
+from .projection import MatchFailed, Projection, _non_const, as_projection  # noqa: F401 (re-exported)
 from .region import Region, head_region
 
 # Ops that move or rescale data without mixing positions: tracing goes through them.
@@ -45,65 +48,6 @@ BACK_THROUGH = PASS_THROUGH | {"add", "sub", "neg", "slice", "concat", "tile"}
 # DeBERTa's XSoftmax: where(mask, -inf, scores) -> softmax -> where(mask, 0, probs)).
 SCORE_PATH = {"add", "sub", "mul", "div", "where", "cast", "identity", "reshape", "transpose"}
 ACTIVATIONS = {"gelu", "relu", "tanh", "sigmoid"}
-
-
-@dataclass
-class Projection:
-    """x @ kernel (+ bias): a dense layer, as matmul or einsum."""
-
-    op: Op
-    kernel: Value
-    bias: Value | None = None
-    bias_add: Op | None = None
-
-    @property
-    def out(self) -> Value:
-        return self.bias_add.result if self.bias_add is not None else self.op.result
-
-    def _kernel_axes(self) -> tuple[list[int], list[int]]:
-        """Kernel axes that are contracted (inputs) and kept (outputs)."""
-        return self.kernel_axes()
-
-    def kernel_axes(self) -> tuple[list[int], list[int]]:
-        """Kernel axes that are contracted (inputs) and kept (outputs), in kernel order."""
-        rank = self.kernel.type.rank
-        if self.op.kind != "einsum":
-            return [0], list(range(1, rank))
-        from ..ops.linalg import parse_equation
-
-        ins, out = parse_equation(self.op.attrs["equation"])
-        spec = ins[1]
-        return [i for i, c in enumerate(spec) if c not in out], [i for i, c in enumerate(spec) if c in out]
-
-    def _features(self, axes: list[int]) -> int:
-        n = 1
-        for a in axes:
-            n *= int(self.kernel.shape[a])
-        return n
-
-    def units(self, side: str, groups: int) -> Units:
-        """Where ``groups`` feature groups sit in the data tensor: the result (``out``) or the input (``in``)."""
-        ins, outs = self.kernel_axes()
-        axes = outs if side == "out" else ins
-        first = int(self.kernel.shape[axes[0]])
-        if first % groups:
-            raise MatchFailed(f"{self.op.kind} at {self.op.loc}: kernel axis of {first} is not {groups} groups")
-        if self.op.kind != "einsum":
-            data = self.op.result if side == "out" else self.op.operands[0]
-            return Units(data.type.rank - 1, groups, first // groups)
-        from ..ops.linalg import parse_equation
-
-        specs, out = parse_equation(self.op.attrs["equation"])
-        data_spec = out if side == "out" else specs[0]
-        return Units(data_spec.index(specs[1][axes[0]]), groups, first // groups)
-
-    @property
-    def in_features(self) -> int:
-        return self._features(self._kernel_axes()[0])
-
-    @property
-    def out_features(self) -> int:
-        return self._features(self._kernel_axes()[1])
 
 
 @dataclass
@@ -190,18 +134,10 @@ class Structure:
         return out
 
 
-class MatchFailed(Exception):
-    pass
-
-
 def _activation_name(op: Op) -> str:
     if op.kind == "gelu":
         return "gelu" if op.attrs["approximate"] == "none" else "gelu_tanh"
     return op.kind
-
-
-def _non_const(op: Op) -> list[Value]:
-    return [v for v in op.operands if not v.is_const()]
 
 
 def _data_input(op: Op) -> Value | None:
@@ -211,25 +147,6 @@ def _data_input(op: Op) -> Value | None:
         return op.operands[0]
     nc = _non_const(op)
     return nc[0] if len(nc) == 1 else None
-
-
-def as_projection(op: Op) -> Projection | None:
-    """A matmul/einsum with one constant kernel of rank >= 2 (+ its bias add, if any)."""
-    if op.kind not in ("matmul", "einsum") or len(op.operands) != 2:
-        return None
-    a, b = op.operands
-    if not b.is_const() or a.is_const() or b.type.rank < 2:
-        return None
-    if op.kind == "matmul" and b.type.rank != 2:
-        return None
-    proj = Projection(op, b)
-    users = op.result.users
-    if len(users) == 1 and users[0].kind == "add":
-        add = users[0]
-        other = [v for v in add.operands if v is not op.result]
-        if len(other) == 1 and other[0].is_const():
-            proj.bias, proj.bias_add = other[0], add
-    return proj
 
 
 def _not_followed(op: Op) -> str:
