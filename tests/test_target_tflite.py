@@ -420,6 +420,31 @@ CASES.update({
                                      arr(np.zeros(8), "i8"), axis=1, act_dtype="i8", act_per_row=True),
                                 [{"x": rnd("f32", (2, 5, 16), -20, 20)}], 1e-5),
 })
+# the ops foreign graphs build masks, positions and pooled outputs with
+_R = np.array([[0.0, -0.0, 0.5, -0.5, 1.5, -2.5], [2.5, 3.49, -3.51, 1e7 + 0.5, 7.0, -7.0]], np.float32)
+CASES.update({
+    **{f"{k}-f32": Case({"x": ("f32", ("b", 6))}, op(k), [{"x": _R}]) for k in ("floor", "ceil", "round", "sign")},
+    "sign-i32": Case({"x": ("i32", ("b", 3))}, op("sign"), [{"x": arr([[-7, 0, 9], [1, -1, 0]], "i32")}]),
+    **{f"{k}-f32": Case({"x": ("f32", ("b", 6))}, op(k), [{"x": np.clip(_R, -8, 8) * 3}], 2e-6)
+       for k in ("sin", "cos")},
+    "mod-i32": Case({"x": ("i32", ("b", 3)), "y": ("i32", (3,))}, op("mod"),
+                    [{"x": arr([[-7, 7, 8], [0, -1, 5]], "i32"), "y": arr([3, -3, 4], "i32")}]),
+    "mod-f32": Case({"x": ("f32", ("b", 3)), "y": ("f32", (3,))}, op("mod"),
+                    [{"x": arr([[-7.5, 7.5, 8.0], [0.0, -1.0, 5.0]], "f32"), "y": arr([2.0, -2.0, 3.0], "f32")}]),
+    "pad-attr": Case({"x": ("f32", ("b", "s", 2))}, op("pad", pads=[0, 0, 1, 2, 0, 1], value=-1.0),
+                     [{"x": rnd("f32", (2, 3, 2))}]),
+    "pad-operand": Case({"x": ("i32", ("b", "s")), "p": ("i64", (2, 2))}, op("pad"),
+                        [{"x": rnd("i32", (2, 3)), "p": arr([[0, 1], [2, 0]], "i64")}]),
+    "nonzero": Case({"x": ("bool", ("b", "s"))}, op("nonzero"),
+                    [{"x": rnd("bool", (3, 4))}]),  # all false: tests/test_tf_ops.py, through TFLiteSession
+    "gather_nd": Case({"x": ("f32", ("b", "s", 2)), "i": ("i32", (3, 2))}, op("gather_nd"),
+                      [{"x": rnd("f32", (2, 4, 2)), "i": arr([[1, 3], [0, 0], [1, 3]], "i32")}]),
+    "argmax-keepdims": Case({"x": ("f32", ("b", 5))}, op("argmax", axis=1, keepdims=True, dtype="i32"),
+                            [{"x": rnd("f32", (3, 5))}]),
+    "argmin": Case({"x": ("i32", ("b", 5))}, op("argmin", axis=-1), [{"x": rnd("i32", (3, 5))}]),
+    "one_hot-depth-operand": Case({"i": ("i32", ("b", 3)), "d": ("i32", ())}, op("one_hot", axis=-1),
+                                  [{"i": arr([[0, 2, 5], [-1, 1, 1]], "i32"), "d": arr(3, "i32")}]),
+})
 # fusions (issue 7): decomposed back into ADD + the layer-norm sequence / ADD + GELU.
 _X3, _S3 = rnd("f32", (2, 5, 16), -5, 5, seed=4), rnd("f32", (2, 5, 16), -5, 5, seed=5)
 CASES.update({
