@@ -141,6 +141,8 @@ case("ensure_shape", lambda x: -tf.ensure_shape(x, [None, 4]), {"x": S(None, Non
      lambda r: [{"x": edgy(r, (3, 4))}], ["neg"], ["EnsureShape"], signed_zeros=True)
 case("check_numerics", lambda x: tf.debugging.check_numerics(x, "bad") + 1.0, {"x": S(None, 4)},
      lambda r: [{"x": normal(r, (3, 4))}], ["add"], ["CheckNumerics"])
+case("placeholder_with_default", lambda x: x * tf.compat.v1.placeholder_with_default(tf.constant(2.0), []),
+     {"x": S(None, 4)}, lambda r: [{"x": edgy(r, (3, 4))}], ["mul"], ["PlaceholderWithDefault"], signed_zeros=True)
 case("identity_n", lambda x, y: tuple(v * 3.0 for v in tf.identity_n([x, y])),
      {"x": S(None, 4), "y": S(2, dtype=F32)},
      lambda r: [{"x": edgy(r, (3, 4)), "y": normal(r, (2,))}], ["mul"], ["IdentityN"])

@@ -27,6 +27,12 @@ def _identity(ctx: ImportContext, node, ins):
     return ins[0]
 
 
+@handler("PlaceholderWithDefault")
+def _placeholder_with_default(ctx, node, ins):
+    """A TF1 switch such as ``is_training`` that nobody feeds: its default value."""
+    return ins[0]
+
+
 @handler("IdentityN")
 def _identity_n(ctx, node, ins):
     return list(ins)
