@@ -296,8 +296,17 @@ def totals(rows: dict) -> dict:
     """How many models each column passes."""
     cols = BERTC_COLUMNS[:3] + BERTC_COLUMNS[4:] + ("tf2onnx", "tflite_converter")
     out = {c: sum(1 for r in rows.values() if r.get(c) == "ok") for c in cols}
+    for peer in ("tf2onnx", "tflite_converter"):  # converted, ran, and matched TF within 1e-4
+        out[f"{peer} matching TF"] = sum(1 for r in rows.values() if _within(r.get(f"{peer}_parity"), 1e-4))
     out["models"] = len(rows)
     return out
+
+
+def _within(cell: str | None, tolerance: float) -> bool:
+    try:
+        return float(cell) <= tolerance
+    except (TypeError, ValueError):
+        return False
 
 
 def markdown(result: dict) -> str:
