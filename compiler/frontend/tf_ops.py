@@ -554,4 +554,4 @@ def _fused_batch_norm(ctx, node, ins):
     return [y, mean, var, mean, var, mean]
 
 
-from . import tf_ops_conv, tf_ops_fft, tf_ops_indexing  # noqa: E402,F401  (Conv2D; FFT; Pad, Where, Split …)
+from . import tf_ops_conv, tf_ops_fft, tf_ops_indexing, tf_ops_math  # noqa: E402,F401  (see their docstrings)

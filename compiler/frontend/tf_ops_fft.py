@@ -20,7 +20,7 @@ import numpy as np
 from ..ir.graph import Value
 from ..ir.registry import OpError
 from ..ir.types import is_static
-from .tf import ImportContext, handler
+from .tf import handler
 
 
 @dataclass

@@ -1,9 +1,10 @@
-"""TF op handlers for indexing, padding, splitting and segment reductions.
+"""TF op handlers for indexing, padding, splitting, segment reductions and masks.
 
 These are the ops foreign graphs use to build masks, position ids and pooled
-outputs at run time: one-argument ``Where`` (``tf.where(mask)``), ``GatherNd``,
-``Pad`` with computed paddings, ``Split`` of a fused QKV projection, segment
-sums, ``ArgMax``, band masks.  Each is spelled with core ops, exactly; what
+outputs at run time: one-argument ``Where`` (``tf.where(mask)``), ``GatherNd``
+and batched gathers, ``Pad`` with computed paddings, reversals and rolls,
+``Split`` of a fused QKV projection, segment sums/means/extremes, ``ArgMax``,
+band and diagonal masks.  Each is spelled with core ops, exactly; what
 cannot be spelled exactly is an import error naming the node.
 """
 
@@ -271,46 +272,7 @@ def _segment_extreme(ctx, node, ins):
     return ctx.emit(kind, [picked], {"axes": list(range(k)), "keepdims": False})
 
 
-# ------------------------------------------------------------------ small compositions
-@handler("ClipByValue")
-def _clip(ctx, node, ins):
-    """TF clips as max(min(x, hi), lo)."""
-    x, lo, hi = ins
-    return ctx.emit("maximum", [ctx.emit("minimum", [x, hi]), lo])
-
-
-@handler("Relu6")
-def _relu6(ctx, node, ins):
-    six = ctx.const(np.asarray(6, np_dtype(ins[0].dtype)), ctx.name + "/six")
-    return ctx.emit("minimum", [ctx.emit("relu", ins), six])
-
-
-@handler("LeakyRelu")
-def _leaky_relu(ctx, node, ins):
-    x = ins[0]
-    dt = np_dtype(x.dtype)
-    alpha = ctx.const(np.asarray(ctx.attr("alpha", 0.2), dt), ctx.name + "/alpha")
-    zero = ctx.const(np.zeros((), dt), ctx.name + "/zero")
-    return ctx.emit("where", [ctx.emit("greater", [x, zero]), x, ctx.emit("mul", [x, alpha])])
-
-
-@handler("Rank")
-def _rank(ctx, node, ins):
-    return ctx.const(np.array(ins[0].type.rank, np.int32))
-
-
-@handler("All", "Any")
-def _all_any(ctx, node, ins):
-    """all/any of bools as min/max of 0/1 integers."""
-    x, axes = ins
-    rank = x.type.rank
-    ax = sorted({int(a) % rank for a in np.atleast_1d(ctx.const_of(axes))}) if rank else []
-    as_int = ctx.emit("cast", [x], {"to": "i32"})
-    red = ctx.emit("reduce_min" if node.op == "All" else "reduce_max", [as_int],
-                   {"axes": ax, "keepdims": bool(ctx.attr("keep_dims", False))})
-    return ctx.emit("cast", [red], {"to": "bool"})
-
-
+# ------------------------------------------------------------------ band and diagonal masks
 @handler("MatrixBandPart")
 def _band_part(ctx, node, ins):
     """Keep x[..., i, j] where (lower < 0 or i - j <= lower) and (upper < 0 or j - i <= upper)."""
@@ -386,13 +348,3 @@ def _matrix_set_diag(ctx, node, ins):
     rank = x.type.rank
     out = _on_diagonal(ctx, diag, _dim(ctx, x, rank - 2), _dim(ctx, x, rank - 1), x)
     return _set_type(out, x.shape)
-
-
-@handler("LogSoftmax")
-def _log_softmax(ctx, node, ins):
-    """x - max - log(sum(exp(x - max))) along the last axis."""
-    x = ins[0]
-    ax = [x.type.rank - 1]
-    shifted = ctx.emit("sub", [x, ctx.emit("reduce_max", [x], {"axes": ax, "keepdims": True})])
-    total = ctx.emit("reduce_sum", [ctx.emit("exp", [shifted])], {"axes": ax, "keepdims": True})
-    return ctx.emit("sub", [shifted, ctx.emit("log", [total])])
