@@ -800,6 +800,19 @@ case("clip_relu6_leaky", lambda x: (tf.raw_ops.ClipByValue(t=x, clip_value_min=-
                                     tf.nn.relu6(x), tf.nn.leaky_relu(x, 0.1)),
      {"x": S(None, 8)}, lambda r: [{"x": edgy(r, (3, 8), scale=4.0)}], ["maximum", "minimum", "where"],
      ["ClipByValue", "Relu6", "LeakyRelu"])
+case("activations", lambda x: (tf.nn.softplus(x), tf.nn.elu(x), tf.nn.selu(x), tf.nn.softsign(x)),
+     {"x": S(None, 8)}, lambda r: [{"x": np.array([[-30, -14, -13, 0, 1e-3, 13, 14, 30]], np.float32)},
+                                   {"x": normal(r, (3, 8), scale=4.0)}], ["exp", "where"],
+     ["Softplus", "Elu", "Selu", "Softsign"], atol=2e-6, why="exp/log of f32 values: a few ulps from TF's kernels")
+case("euclidean_norm", lambda x: (tf.norm(x, axis=-1), tf.math.reduce_euclidean_norm(x, axis=[0, 1], keepdims=True)),
+     {"x": S(None, None, 4)}, lambda r: [{"x": normal(r, (2, 3, 4))}], ["sqrt"], ["EuclideanNorm"])
+case("bucketize", lambda x: (tf.raw_ops.Bucketize(input=x, boundaries=[-1.0, 0.0, 2.5]),
+                             tf.raw_ops.Bucketize(input=tf.cast(x, tf.int32), boundaries=[0.0, 3.0])),
+     {"x": S(None, 6)}, lambda r: [{"x": np.array([[-2, -1, -0.5, 0, 2.5, 9]], np.float32)}],
+     ["reduce_sum"], ["Bucketize"])
+case("broadcast_args", lambda x, y: tf.broadcast_to(x, tf.raw_ops.BroadcastArgs(s0=tf.shape(x), s1=tf.shape(y))),
+     {"x": S(None, 1, 3), "y": S(None, 3)}, lambda r: [{"x": edgy(r, (2, 1, 3)), "y": edgy(r, (4, 3))}],
+     ["expand"], ["BroadcastArgs"], exact=True)
 case("rank", lambda x: tf.raw_ops.Rank(input=x) + tf.shape(x)[0], {"x": S(None, 3)}, lambda r: [{"x": edgy(r, (2, 3))}], [],
      ["Rank"])
 case("all_any", lambda m: (tf.reduce_all(m, axis=1), tf.reduce_any(m, axis=[0, 1], keepdims=True)),

@@ -1,14 +1,16 @@
 """TF op handlers that are small compositions of elementwise ops and reductions.
 
-ClipByValue, Relu6, LeakyRelu, LogSoftmax, All/Any and Rank have no core op
-of their own: each is spelled exactly (or, for LogSoftmax, to a few ulps)
-with the core ops every target runs.
+Clipping and activations (ClipByValue, Relu6, LeakyRelu, Elu, Selu, Softplus,
+Softsign), LogSoftmax, EuclideanNorm, All/Any, Rank, Bucketize and
+BroadcastArgs have no core op of their own: each is spelled exactly, or to a
+few ulps where a transcendental is involved, with the core ops every target runs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..ir.registry import OpError
 from ..ir.types import np_dtype
 from .tf import handler
 
@@ -60,3 +62,85 @@ def _log_softmax(ctx, node, ins):
     shifted = ctx.emit("sub", [x, ctx.emit("reduce_max", [x], {"axes": ax, "keepdims": True})])
     total = ctx.emit("reduce_sum", [ctx.emit("exp", [shifted])], {"axes": ax, "keepdims": True})
     return ctx.emit("sub", [shifted, ctx.emit("log", [total])])
+
+
+@handler("EuclideanNorm")
+def _euclidean_norm(ctx, node, ins):
+    """sqrt(sum(x * x)) over the axes (tf.norm, reduce_euclidean_norm)."""
+    x, axes = ins
+    rank = x.type.rank
+    ax = sorted({int(a) % rank for a in np.atleast_1d(ctx.const_of(axes))}) if rank else []
+    keep = bool(ctx.attr("keep_dims", False))
+    total = ctx.emit("reduce_sum", [ctx.emit("mul", [x, x])], {"axes": ax, "keepdims": keep})
+    return ctx.emit("sqrt", [total])
+
+
+@handler("Softplus")
+def _softplus(ctx, node, ins):
+    """log(1 + exp(x)) with TF's cut-offs: x above -log(eps) + 2 is x, below log(eps) + 2 is exp(x)."""
+    x = ins[0]
+    dt = np_dtype(x.dtype)
+    cut = float(np.log(np.finfo(dt).eps) + 2.0)
+    e = ctx.emit("exp", [x])
+    mid = ctx.emit("log", [ctx.emit("add", [ctx.const(np.ones((), dt), ctx.name + "/one"), e])])
+    high = ctx.emit("greater", [x, ctx.const(np.asarray(-cut, dt), ctx.name + "/high")])
+    low = ctx.emit("less", [x, ctx.const(np.asarray(cut, dt), ctx.name + "/low")])
+    return ctx.emit("where", [high, x, ctx.emit("where", [low, e, mid])])
+
+
+@handler("Elu", "Selu")
+def _elu(ctx, node, ins):
+    """x where x > 0, else exp(x) - 1; Selu scales both sides by TF's constants."""
+    x = ins[0]
+    dt = np_dtype(x.dtype)
+    zero, one = (ctx.const(np.asarray(v, dt), f"{ctx.name}/c{v}") for v in (0, 1))
+    neg = ctx.emit("sub", [ctx.emit("exp", [x]), one])
+    if node.op == "Selu":
+        alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+        neg = ctx.emit("mul", [neg, ctx.const(np.asarray(alpha * scale, dt), ctx.name + "/alpha_scale")])
+        pos = ctx.emit("mul", [x, ctx.const(np.asarray(scale, dt), ctx.name + "/scale")])
+    else:
+        pos = x
+    return ctx.emit("where", [ctx.emit("greater", [x, zero]), pos, neg])
+
+
+@handler("Softsign")
+def _softsign(ctx, node, ins):
+    """x / (1 + |x|)."""
+    x = ins[0]
+    one = ctx.const(np.ones((), np_dtype(x.dtype)), ctx.name + "/one")
+    return ctx.emit("div", [x, ctx.emit("add", [one, ctx.emit("abs", [x])])])
+
+
+@handler("Bucketize")
+def _bucketize(ctx, node, ins):
+    """The index of x's bucket among sorted boundaries = how many boundaries x reaches (>=)."""
+    x = ins[0]
+    bounds = np.asarray(ctx.attr("boundaries") or [], np.float64)
+    if not len(bounds):
+        zero = ctx.const(np.zeros((), np.int32), ctx.name + "/zero")
+        return ctx.emit("mul", [ctx.emit("cast", [x], {"to": "i32"}), zero])
+    edges = ctx.const(bounds.astype(np_dtype(x.dtype)), ctx.name + "/boundaries")
+    reached = ctx.emit("cast", [ctx.emit("greater_equal", [ctx.emit("unsqueeze", [x], {"axes": [-1]}), edges])],
+                       {"to": "i32"})
+    return ctx.emit("reduce_sum", [reached], {"axes": [x.type.rank], "keepdims": False})
+
+
+@handler("BroadcastArgs")
+def _broadcast_args(ctx, node, ins):
+    """The broadcast of two shape vectors: where one dim is 1 the other's, else its own."""
+    a, b = ins
+    la, lb = a.shape[0], b.shape[0]
+    if not (isinstance(la, int) and isinstance(lb, int)):
+        raise OpError("BroadcastArgs of shape vectors of unknown length is not supported")
+    n = max(la, lb)
+
+    def widened(v, length):
+        if length == n:
+            return v
+        ones = ctx.const(np.ones(n - length, np_dtype(v.dtype)), f"{ctx.name}/ones{length}")
+        return ctx.emit("concat", [ones, v], {"axis": 0})
+
+    a, b = widened(a, la), widened(b, lb)
+    one = ctx.const(np.ones((), np_dtype(a.dtype)), ctx.name + "/one")
+    return ctx.emit("where", [ctx.emit("equal", [a, one]), b, a])
