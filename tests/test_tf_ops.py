@@ -806,6 +806,8 @@ case("activations", lambda x: (tf.nn.softplus(x), tf.nn.elu(x), tf.nn.selu(x), t
      ["Softplus", "Elu", "Selu", "Softsign"], atol=2e-6, why="exp/log of f32 values: a few ulps from TF's kernels")
 case("euclidean_norm", lambda x: (tf.norm(x, axis=-1), tf.math.reduce_euclidean_norm(x, axis=[0, 1], keepdims=True)),
      {"x": S(None, None, 4)}, lambda r: [{"x": normal(r, (2, 3, 4))}], ["sqrt"], ["EuclideanNorm"])
+case("float_classes", lambda x: (tf.math.is_nan(x), tf.math.is_inf(x), tf.math.is_finite(x)), {"x": S(None, 7)},
+     lambda r: [{"x": NONFINITE[None, :]}], ["not_equal"], ["IsNan", "IsInf", "IsFinite"])
 case("bucketize", lambda x: (tf.raw_ops.Bucketize(input=x, boundaries=[-1.0, 0.0, 2.5]),
                              tf.raw_ops.Bucketize(input=tf.cast(x, tf.int32), boundaries=[0.0, 3.0])),
      {"x": S(None, 6)}, lambda r: [{"x": np.array([[-2, -1, -0.5, 0, 2.5, 9]], np.float32)}],

@@ -1,9 +1,10 @@
 """TF op handlers that are small compositions of elementwise ops and reductions.
 
 Clipping and activations (ClipByValue, Relu6, LeakyRelu, Elu, Selu, Softplus,
-Softsign), LogSoftmax, EuclideanNorm, All/Any, Rank, Bucketize and
-BroadcastArgs have no core op of their own: each is spelled exactly, or to a
-few ulps where a transcendental is involved, with the core ops every target runs.
+Softsign), LogSoftmax, EuclideanNorm, IsNan/IsInf/IsFinite, All/Any, Rank,
+Bucketize and BroadcastArgs have no core op of their own: each is spelled
+exactly, or to a few ulps where a transcendental is involved, with the core
+ops every target runs.
 """
 
 from __future__ import annotations
@@ -144,3 +145,17 @@ def _broadcast_args(ctx, node, ins):
     a, b = widened(a, la), widened(b, lb)
     one = ctx.const(np.ones((), np_dtype(a.dtype)), ctx.name + "/one")
     return ctx.emit("where", [ctx.emit("equal", [a, one]), b, a])
+
+
+@handler("IsNan", "IsInf", "IsFinite")
+def _float_class(ctx, node, ins):
+    """NaN is the one value unequal to itself; inf is |x| == inf; finite is neither."""
+    x = ins[0]
+    nan = ctx.emit("not_equal", [x, x])
+    if node.op == "IsNan":
+        return nan
+    big = ctx.const(np.asarray(np.inf, np_dtype(x.dtype)), ctx.name + "/inf")
+    inf = ctx.emit("equal", [ctx.emit("abs", [x]), big])
+    if node.op == "IsInf":
+        return inf
+    return ctx.emit("logical_not", [ctx.emit("logical_or", [nan, inf])])
