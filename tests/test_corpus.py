@@ -36,23 +36,7 @@ XFAIL_PASSES: dict[str, str] = {
                    "(self-attention heads mixed with span-based convolution heads)",
     "hf_deberta": "prune_heads found no attention layer to prune: … following the heads: the reshape's result "
                   "shape ['?', '?'] is not known (relative embeddings sliced to a length computed at run time)",
-    "kh_albert": "prune_heads found no attention layer to prune: attention at softmax …: following the heads",
-    "kh_deberta_v3": "after pruning, the graph no longer type-checks at add …/self_attention_layer_1/add_5",
-    "kh_esm": "prune_heads found no attention layer to prune: … Q projection has 64 outputs, not a multiple of head_size",
-    "kh_esm2": "prune_heads found no attention layer to prune: … Q projection has 64 outputs, not a multiple of head_size",
     "kh_roformer_v2": "prune_heads found no attention layer to prune: … Q projection has 64 outputs, not a multiple",
-    "where_3arg_scores": "prune_heads found no attention layer to prune: … expand at loc(\"ones_like\") makes a term "
-                         "that varies along the heads",
-    "fill_tile_broadcast": "prune_heads found no attention layer to prune: … expand at loc(\"BroadcastTo\") makes a "
-                           "term that varies along the heads",
-    "pad_to_multiple": "prune_heads found no attention layer to prune: … the reshape's result shape ['?', '?', 2, 16] "
-                       "is not known",
-    "concat_pad_to_multiple": "prune_heads found no attention layer to prune: … the reshape's result shape "
-                              "['batch', '?', 2, 16] is not known",
-    "split_fused_qkv": "prune_heads found no attention layer to prune: … slice at loc(\"split\") cuts axis 2 of "
-                       "f32[batch,seq,96], which holds the heads",
-    "unstack_fused_qkv": "prune_heads found no attention layer to prune: … reshaping ['batch', 'seq', 96] to "
-                         "['batch', 'seq', 3, 2, 16]",
 }
 
 # Models with no attention to prune: their pipeline prunes neurons only.
