@@ -17,13 +17,15 @@ the zeroing moves the logits.  The forms:
   with a tf.stack target holding the head count as a constant;
 - ``where_ones_like``: Keras' masked softmax, where(logical_and(ones_like(scores),
   mask), scores, -1e9) (the condition varies along the heads; its shape follows);
+- ``one_projection``: Q, K and V are one dense layer (what CSE leaves of equal
+  Q/K/V kernels, as in keras-hub's seeded ESM): heads counted from O;
 - ``padded``: the sequence padded to a multiple of 4 with paddings computed from
   tf.shape, so every dim but the heads' is unknown in the IR.
 
 And keras-hub's ALBERT (EinsumDense kernels [hidden, heads, head_size], one set
-of weights shared by both layers, a logical_and mask), built by the corpus
-builder in a child process and pruned with the same heads in both layers (the
-weights are shared, so that is what zeroing one O kernel's rows can check).
+of weights shared by both layers, a logical_and mask; pruned with the same heads
+in both layers, which is what zeroing the one shared O kernel's rows can check),
+and DeBERTa-v3, built by the corpus builder in a child process.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ def _model(form: str):
     m = tf.Module()
     m.emb, m.pos = var("emb", VOCAB, HIDDEN, std=1.0), var("pos", 40, HIDDEN, std=1.0)
     fused = form.startswith("fused")
-    if fused:
+    if form == "one_projection":
+        m.w = {"q": (var("q", HIDDEN, HIDDEN), var("q_b", HIDDEN, std=0.1))}
+    elif fused:
         m.qkv, m.qkv_b = var("qkv", HIDDEN, 3 * HIDDEN), var("qkv_b", 3 * HIDDEN, std=0.1)
     else:
         m.w = {n: (var(n, HIDDEN, HIDDEN), var(n + "_b", HIDDEN, std=0.1)) for n in "qkv"}
@@ -91,6 +95,8 @@ def _model(form: str):
             else:
                 x = tf.reshape(x, [b, s, 3, HEADS, HEAD])
                 q, k, v = (tf.transpose(t, [0, 2, 1, 3]) for t in tf.unstack(x, axis=2))
+        elif form == "one_projection":
+            q = k = v = heads(tf.matmul(h, m.w["q"][0]) + m.w["q"][1], b, s)
         else:
             q, k, v = (heads(tf.matmul(h, m.w[n][0]) + m.w[n][1], b, s) for n in "qkv")
         scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(HEAD)
@@ -147,7 +153,7 @@ def _check_artifacts(out: Path, want_ref: list[tuple[dict, np.ndarray, np.ndarra
             assert 10 * err < moved, f"{what} {target}: err {err:.3g} not 10x below the zeroing's {moved:.3g}"
 
 
-FORMS = ["fused_split", "fused_unstack", "broadcast_mask", "where_ones_like", "padded"]
+FORMS = ["fused_split", "fused_unstack", "one_projection", "broadcast_mask", "where_ones_like", "padded"]
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -166,7 +172,7 @@ def test_form_prunes_and_matches_zeroed_tf(tmp_path, form):
     dims = _dims(out / "model.onnx")
     assert dims.count([width, HIDDEN]) == 1 and [HIDDEN, HIDDEN] not in dims, dims  # O shrank (and Q/K/V)
     assert dims.count([HIDDEN, 3 * width] if form.startswith("fused") else [HIDDEN, width]) == \
-        (1 if form.startswith("fused") else 3), dims
+        (3 if form in ("broadcast_mask", "where_ones_like", "padded") else 1), dims
     if form.startswith("fused"):
         assert [HIDDEN, 3 * HIDDEN] not in dims, dims
     feeds_list = [_feeds(1, 6, 1), _feeds(3, 11, 2)]
@@ -178,55 +184,89 @@ def test_form_prunes_and_matches_zeroed_tf(tmp_path, form):
     _check_artifacts(out, list(zip(feeds_list, [_tf_logits(m, f) for f in feeds_list], ref)), form)
 
 
-def test_keras_hub_albert_shared_layers(tmp_path):
-    """ALBERT (keras-hub, Keras 3): both layers read one set of EinsumDense kernels; keeping heads 0 and 2 in
-    each equals zeroing heads 1 and 3 of the shared output kernel."""
+KERAS_HUB = {  # model -> pipeline: ALBERT's layers share their weights, so both keep the same heads
+    "kh_albert": 'prune_heads{keep="0:0,2;1:0,2"}',
+    "kh_deberta_v3": "prune_heads{ratio=0.5,criterion=magnitude}",
+}  # kh_esm prunes too, but its Q, K, V and O kernels are equal (one seed), so no variable names its O
+
+
+@pytest.fixture(scope="module")
+def keras_hub(tmp_path_factory) -> dict:
+    """The keras-hub models, built by the corpus builder in one child process (Keras 3)."""
+    out = tmp_path_factory.mktemp("kh")
+    subprocess.run([sys.executable, "-m", "examples.corpus.build", str(out), "--only", ",".join(KERAS_HUB)],
+                   cwd=ROOT, check=True, capture_output=True)
+    entries = {e["name"]: e for e in json.loads((out / "manifest.json").read_text())}
+    broken = {n: e["build_error"] for n, e in entries.items() if "build_error" in e}
+    assert not broken, broken
+    return entries
+
+
+def _o_kernels(path: str) -> dict[int, tuple[str, str, int]]:
+    """Per structure layer of the unpruned IR: the O and Q kernels' variable names, and the head size."""
+    from bertc.analysis.structure import analyze_structure
+    from bertc.frontend.tf import CANONICALIZE, import_model
+    from bertc.pass_manager import PassContext, PassManager, parse_pipeline
+
+    graph, _ = import_model(path)
+    PassManager(parse_pipeline(CANONICALIZE)).run(graph, PassContext())
+    return {layer.index: (layer.attention.o.kernel.producer.loc.primary, layer.attention.q.kernel.producer.loc.primary,
+                          layer.attention.head_size) for layer in analyze_structure(graph).layers if layer.attention}
+
+
+@pytest.mark.parametrize("name", list(KERAS_HUB))
+def test_keras_hub_prunes_and_matches_zeroed_tf(tmp_path, keras_hub, name):
+    """keras-hub encoders (Keras 3): ALBERT (EinsumDense kernels [hidden, heads, head_size] shared by both
+    layers, a logical_and mask), DeBERTa-v3 (c2p/p2c positions broadcast to [batch, heads, q, k] through a
+    flattened gather)."""
     import tensorflow as tf
 
-    subprocess.run([sys.executable, "-m", "examples.corpus.build", str(tmp_path), "--only", "kh_albert"],
-                   cwd=ROOT, check=True, capture_output=True)
-    entry = {e["name"]: e for e in json.loads((tmp_path / "manifest.json").read_text())}["kh_albert"]
-    assert "build_error" not in entry, entry
+    entry = keras_hub[name]
     out = tmp_path / "out"
-    code = main(["compile", entry["path"], "--target", "all", "-o", str(out),
-                 "--passes", 'prune_heads{keep="0:0,2;1:0,2"}'])
-    assert code == 0, "kh_albert: prune_heads did not compile and verify"
+    code = main(["compile", entry["path"], "--target", "all", "-o", str(out), "--passes", KERAS_HUB[name]])
+    assert code == 0, f"{name}: prune_heads did not compile and verify"
     report = json.loads((out / "report.json").read_text())["pass_reports"]["prune_heads"]
     assert report["heads_before"] == {"0": 4, "1": 4} and report["removed"] == 4, report
+    layers = _o_kernels(entry["path"])
+    assert sorted(layers) == [0, 1], layers
+    inits = [(i.name, int(np.prod(i.dims))) for i in onnx.load(str(out / "model.onnx")).graph.initializer]
     loaded = tf.saved_model.load(entry["path"])
     variables = {v.name.split(":")[0]: v for v in loaded.variables_}
-    o = [v for n, v in variables.items() if n.endswith("self_attention_layer/attention_output/kernel")]
-    q = [v for n, v in variables.items() if n.endswith("self_attention_layer/query/kernel")]
-    assert len(o) == 1 and len(q) == 1, sorted(variables)
-    heads, size, hidden = o[0].shape
-    assert heads == 4
-    inits = [(i.name, int(np.prod(i.dims))) for i in onnx.load(str(out / "model.onnx")).graph.initializer]
-    for var in ("self_attention_layer/attention_output/kernel", "self_attention_layer/query/kernel"):
-        sizes = [n for name, n in inits if var in name]  # einsum kernels are flattened for export
-        assert sizes and all(n == 2 * size * hidden for n in sizes), (var, sizes)
+    for layer, kept in report["kept"].items():
+        o_var, q_var, size = layers[int(layer)]
+        hidden = int(np.prod(variables[o_var].shape)) // (4 * size)
+        for var in (o_var, q_var):  # einsum kernels are flattened for export
+            sizes = [n for init, n in inits if var in init]
+            assert sizes and all(n == len(kept) * size * hidden for n in sizes), (var, sizes)
     rng = np.random.default_rng(3)
+    names = [i.name for i in onnx.load(str(out / "model.onnx")).graph.input]
     feeds_list = []
     for batch, seq in ((1, 6), (2, 9)):
         mask = np.ones((batch, seq), np.int32)
         mask[1:, seq - 2:] = 0
-        feeds_list.append({"token_ids": rng.integers(1, 100, (batch, seq)).astype(np.int32), "padding_mask": mask,
-                           "segment_ids": np.zeros((batch, seq), np.int32)})
+        feeds = {"token_ids": rng.integers(1, 100, (batch, seq)).astype(np.int32), "padding_mask": mask,
+                 "segment_ids": np.zeros((batch, seq), np.int32)}
+        feeds_list.append({k: v for k, v in feeds.items() if k in names})
     serve = loaded.signatures["serving_default"]
-    names = [i.name for i in onnx.load(str(out / "model.onnx")).graph.input]
-    feeds_list = [{k: v for k, v in f.items() if k in names} for f in feeds_list]
 
     def run():
-        return [next(iter(serve(**{k: tf.constant(v) for k, v in f.items()}).values())).numpy()
+        return [{k: v.numpy() for k, v in serve(**{k: tf.constant(v) for k, v in f.items()}).items()}
                 for f in feeds_list]
 
     ref = run()
-    w = o[0].numpy()
-    w[[1, 3]] = 0.0
-    o[0].assign(w)
+    for layer, kept in report["kept"].items():
+        o_var, _, size = layers[int(layer)]
+        w = variables[o_var].numpy()
+        for hd in set(range(4)) - set(kept):
+            if w.ndim == 3:
+                w[hd] = 0.0
+            else:
+                w[hd * size:(hd + 1) * size] = 0.0
+        variables[o_var].assign(w)
     want = run()
     for feeds, wt, rf in zip(feeds_list, want, ref):
-        moved = float(np.abs(wt - rf).max())
+        moved = max(float(np.abs(wt[k] - rf[k]).max()) for k in wt)
         for target, got in (("onnx", run_onnx(out / "model.onnx", feeds)),
                             ("tflite", run_tflite(out / "model.tflite", feeds))):
-            err = float(np.abs(next(iter(got.values())) - wt).max())
-            assert err <= FP32_TOL and 10 * err < moved, (target, err, moved)
+            err = max(float(np.abs(got[k] - wt[k]).max()) for k in wt)
+            assert err <= FP32_TOL and 10 * err < moved, (name, target, err, moved)
