@@ -24,6 +24,11 @@ def input_role(name: str) -> str:
     return "ids"
 
 
+# Ops the ids pass through on their way to the embedding gather (padded, sliced, reshaped …).
+_ID_MOVES = ("cast", "where", "add", "reshape", "unsqueeze", "squeeze", "pad", "slice", "concat", "transpose",
+             "expand", "tile", "identity")
+
+
 def vocab_size(graph: Graph, input_name: str, default: int = 100) -> int:
     """Rows of the embedding table that the ids input indexes (a gather's data)."""
     for v in graph.inputs:
@@ -36,7 +41,7 @@ def vocab_size(graph: Graph, input_name: str, default: int = 100) -> int:
             for op, i in cur.uses:
                 if op.kind == "gather" and i == 1 and op.operands[0].is_const():
                     return int(op.operands[0].shape[op.attrs["axis"]])
-                if op.kind in ("cast", "where", "add", "reshape", "unsqueeze") and id(op) not in seen:
+                if op.kind in _ID_MOVES and id(op) not in seen:
                     seen.add(id(op))
                     stack.extend(op.results)
     return default
