@@ -808,6 +808,9 @@ case("euclidean_norm", lambda x: (tf.norm(x, axis=-1), tf.math.reduce_euclidean_
      {"x": S(None, None, 4)}, lambda r: [{"x": normal(r, (2, 3, 4))}], ["sqrt"], ["EuclideanNorm"])
 case("float_classes", lambda x: (tf.math.is_nan(x), tf.math.is_inf(x), tf.math.is_finite(x)), {"x": S(None, 7)},
      lambda r: [{"x": NONFINITE[None, :]}], ["not_equal"], ["IsNan", "IsInf", "IsFinite"])
+case("float_range_of_length", lambda x: x * tf.range(0.0, tf.cast(tf.shape(x)[1], tf.float32), 1.0)[None, :],
+     {"x": S(None, None)}, lambda r: [{"x": edgy(r, (2, 5))}, {"x": edgy(r, (1, 1))}], ["range"], ["Range"],
+     signed_zeros=True)
 case("bucketize", lambda x: (tf.raw_ops.Bucketize(input=x, boundaries=[-1.0, 0.0, 2.5]),
                              tf.raw_ops.Bucketize(input=tf.cast(x, tf.int32), boundaries=[0.0, 3.0])),
      {"x": S(None, 6)}, lambda r: [{"x": np.array([[-2, -1, -0.5, 0, 2.5, 9]], np.float32)}],

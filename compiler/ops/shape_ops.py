@@ -279,8 +279,19 @@ define("expand", ("x", "shape?"), _expand_type, _expand_kernel,
 
 
 # ------------------------------------------------------------------ range / one_hot
+def _scalar_dim(v):
+    """A range bound as a dim: its symbolic value, or a constant that is a whole number
+    (a float range such as RoFormer's positions counts the same as an integer one)."""
+    if v.sym:
+        return v.sym[0]
+    c = v.const_value()
+    if c is not None and np.asarray(c).size == 1 and float(np.asarray(c).reshape(())).is_integer():
+        return int(np.asarray(c).reshape(()))
+    return None
+
+
 def _range_type(op) -> TensorType:
-    start, limit, delta = (v.sym[0] if v.sym else None for v in op.operands)
+    start, limit, delta = (_scalar_dim(v) for v in op.operands)
     dtype = t(op).dtype
     if start == 0 and delta == 1 and limit is not None:
         return TensorType(dtype, (limit,))
