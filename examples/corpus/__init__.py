@@ -13,6 +13,19 @@ import re
 PASSES = "prune_heads{ratio=0.5},prune_neurons{ratio=0.5},quant_int8"
 
 
+def build_each(names, build_one, out_dir, kind: str) -> list[dict]:
+    """Manifest entries for ``names``; a model whose builder fails gets a ``build_error``
+    (a builder break is itself a corpus result), and the others are still built."""
+    entries = []
+    for name in names:
+        try:
+            entries.append(build_one(name, out_dir))
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0]
+            entries.append({"name": name, "kind": kind, "build_error": f"{type(e).__name__}: {first}"[:300]})
+    return entries
+
+
 def compile_argv(entry: dict, out: str, target: str = "all", passes: str | None = None) -> list[str]:
     """``bertc compile`` arguments for one manifest entry (its verify data and frozen-graph names included)."""
     argv = ["compile", entry["path"], "--target", target, "-o", str(out), *entry.get("compile_args", [])]

@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from examples.corpus import build_each
+
 # Sizes shared by every model; each spec adds its own names for them.
 _COMMON = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                intermediate_size=128, max_position_embeddings=64, num_labels=3)
@@ -191,14 +193,7 @@ def build(out_dir: Path, names: list[str] | None = None) -> list[dict]:
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
-    entries = []
-    for name in names or list(SPECS):
-        try:
-            entries.append(build_one(name, out_dir))
-        except Exception as e:  # record it: a builder break is itself a corpus result
-            first = (str(e).strip().splitlines() or [""])[0]
-            entries.append({"name": name, "kind": "hf", "build_error": f"{type(e).__name__}: {first}"[:300]})
-    return entries
+    return build_each(names or list(SPECS), build_one, out_dir, "hf")
 
 
 def main(argv: list[str] | None = None) -> int:

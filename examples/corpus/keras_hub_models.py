@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from examples.corpus import build_each
+
 _SIZE = dict(vocabulary_size=100, num_layers=2, num_heads=4, hidden_dim=64, intermediate_dim=128)
 _SEG = ("token_ids", "padding_mask", "segment_ids")
 _PAD = ("token_ids", "padding_mask")
@@ -105,14 +107,7 @@ def build_one(name: str, out_dir: Path) -> dict:
 def build(out_dir: Path, names: list[str] | None = None) -> list[dict]:
     """Build the named models (all by default); a model that fails to build gets a ``build_error``."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before keras loads; a SavedModel needs TF
-    entries = []
-    for name in names or list(SPECS):
-        try:
-            entries.append(build_one(name, out_dir))
-        except Exception as e:  # record it: a builder break is itself a corpus result
-            first = (str(e).strip().splitlines() or [""])[0]
-            entries.append({"name": name, "kind": "keras_hub", "build_error": f"{type(e).__name__}: {first}"[:300]})
-    return entries
+    return build_each(names or list(SPECS), build_one, out_dir, "keras_hub")
 
 
 def main(argv: list[str] | None = None) -> int:

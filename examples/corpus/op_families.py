@@ -29,6 +29,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from examples.corpus import build_each
+
 HIDDEN, HEADS, FFN, VOCAB, POSITIONS, LABELS = 32, 2, 64, 100, 128, 3  # positions: room for seq + offsets
 HEAD = HIDDEN // HEADS
 NEG = -10000.0
@@ -381,14 +383,7 @@ def build_one(name: str, out_dir: Path) -> dict:
 
 def build(out_dir: Path, names: list[str] | None = None) -> list[dict]:
     """Build the named models (all by default); a model that fails to build gets a ``build_error``."""
-    entries = []
-    for name in names or list(MODELS):
-        try:
-            entries.append(build_one(name, out_dir))
-        except Exception as e:  # record it: a builder break is itself a corpus result
-            first = (str(e).strip().splitlines() or [""])[0]
-            entries.append({"name": name, "kind": "op_family", "build_error": f"{type(e).__name__}: {first}"[:300]})
-    return entries
+    return build_each(names or list(MODELS), build_one, out_dir, "op_family")
 
 
 def main(argv: list[str] | None = None) -> int:
