@@ -258,6 +258,20 @@ def _private(graph: Graph, user: Op, index: int) -> Op | None:
     return new
 
 
+def concat_part(op: Op, pos: int) -> tuple[int, int] | None:
+    """(operand index, position inside it) of entry ``pos`` of a 1-D concat; None past a
+    part of unknown length."""
+    offset = 0
+    for i, part in enumerate(op.operands):
+        n = part.shape[0] if part.type.rank == 1 else 1
+        if not is_static(n):
+            return None
+        if offset <= pos < offset + n:
+            return i, pos - offset
+        offset += n
+    return None
+
+
 def _fix_divisor(graph: Graph, user: Op, index: int, pos: int, count: int, kept: int) -> None:
     """A run-time tile multiple ``size // count`` (DeBERTa tiles per-head position keys over
     ``batch*heads // heads`` rows) becomes ``size // kept``: find the division by the count and rewrite it."""
@@ -266,14 +280,9 @@ def _fix_divisor(graph: Graph, user: Op, index: int, pos: int, count: int, kept:
     if op is None or v.const_value() is not None:
         return
     if op.kind == "concat" and v.type.rank == 1:
-        offset = 0
-        for i, part in enumerate(op.operands):
-            n = part.shape[0] if part.type.rank == 1 else 1
-            if not is_static(n):
-                return
-            if offset <= pos < offset + n:
-                return _fix_divisor(graph, op, i, pos - offset, count, kept)
-            offset += n
+        part = concat_part(op, pos)
+        if part is not None:
+            _fix_divisor(graph, op, part[0], part[1], count, kept)
     elif op.kind in ("cast", "identity", "unsqueeze", "squeeze", "reshape"):
         _fix_divisor(graph, op, 0, 0 if op.operands[0].type.num_elements == 1 else pos, count, kept)
     elif op.kind == "div":
@@ -300,14 +309,9 @@ def _scale_entry(graph: Graph, user: Op, index: int, pos: int, count: int, kept:
     if op is None:
         return
     if op.kind == "concat" and v.type.rank == 1:
-        offset = 0
-        for i, part in enumerate(op.operands):
-            n = part.shape[0] if part.type.rank == 1 else 1
-            if not is_static(n):
-                return
-            if offset <= pos < offset + n:
-                return _scale_entry(graph, op, i, pos - offset, count, kept, where)
-            offset += n
+        part = concat_part(op, pos)
+        if part is not None:
+            _scale_entry(graph, op, part[0], part[1], count, kept, where)
     elif op.kind in ("cast", "identity"):
         _scale_entry(graph, op, 0, pos, count, kept, where)
     elif op.kind in ("unsqueeze", "squeeze", "reshape") and op.operands[0].type.num_elements == 1:
