@@ -77,7 +77,7 @@ def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, P
 
 def verify_artifacts(artifacts: dict[str, Path], expected, fidelity) -> dict[str, dict]:
     """Each artifact on its runtime against the recorded reference outputs, held to
-    ``fidelity``: the exact max-abs check (--tolerance) unless a pass in the pipeline
+    ``fidelity``: the exact elementwise check (--tolerance) unless a pass in the pipeline
     declares its own bound (quant_int8 …; see bertc.runtime.fidelity)."""
     from .runtime.fidelity import check_expected
     from .runtime.session import open_session
@@ -101,6 +101,57 @@ def verify_artifacts(artifacts: dict[str, Path], expected, fidelity) -> dict[str
     return parity
 
 
+OP_CHECK_RUNS = 2  # input sets each op is checked on: a ragged batch and a single sequence
+
+
+def check_ops(graph: Graph, artifacts: dict[str, Path], expected) -> dict[str, dict]:
+    """Every op of the final IR against each artifact, on the artifact's own operands
+    (``bertc.runtime.op_parity``); raise naming the first op outside float rounding."""
+    out = {}
+    for file_name, path in artifacts.items():
+        kind = file_name.rsplit(".", 1)[1]
+        result = _op_parity(kind, graph, path, expected)
+        out[kind] = result.to_json()
+        if not result.ok:
+            raise VerificationFailed(
+                f"{file_name} does not compute what its IR says: {len(result.divergent)} op(s) differ from "
+                f"the IR on the artifact's own inputs beyond float rounding; the first is "
+                f"{result.divergent[0].describe()}.",
+                "Nothing was written. This is a bug in the lowering of that op: --dump-ir DIR shows the IR.")
+    return out
+
+
+def _op_parity(kind: str, graph: Graph, path: Path, expected):
+    from .runtime.op_parity import onnx_op_parity, tflite_op_parity
+
+    feeds = [f for f, _ in expected.runs][-OP_CHECK_RUNS:]
+    if kind == "onnx":
+        return onnx_op_parity(graph, feeds)
+    return tflite_op_parity(graph, path.read_bytes(), feeds)
+
+
+def _lowering_diagnosis(graph: Graph, artifacts: dict[str, Path], expected) -> str:
+    """For a failed check against TF: whether each lowering matches the IR op by op."""
+    notes, innocent = [], []
+    for file_name, path in artifacts.items():
+        try:
+            result = _op_parity(file_name.rsplit(".", 1)[1], graph, path, expected)
+        except Exception as e:  # the diagnosis is extra: never hide the failure it explains
+            log.info("op-by-op check of %s failed to run: %s", file_name, e)
+            continue
+        if result.skipped:
+            continue
+        if not result.ok:
+            notes.append(f" {file_name} departs from the IR at {result.divergent[0].describe()} "
+                         f"({len(result.divergent)} op(s) in all).")
+        else:
+            innocent.append(f"{file_name} ({result.checked} ops)")
+    if innocent and not notes:
+        notes.append(f" {' and '.join(innocent)} compute what the IR says, op by op within float rounding, "
+                     "so the IR itself differs from the source: an import or a pass changed the numbers.")
+    return "".join(notes)
+
+
 def _static_int8_lowering():
     from .runtime.fidelity import Fidelity
 
@@ -114,7 +165,7 @@ def _static_int8_lowering():
                     reason="static int8 artifact vs its IR: a float ulp can flip one quantization step")
 
 
-def _lowering_fidelity(graph: Graph, tolerance: float):
+def _lowering_fidelity(graph: Graph, tolerance):
     """Artifacts against the final IR: exact, except where the runtime itself quantizes at run time
     (qmatmul's dynamic activation scheme differs per runtime), which declares its own bound."""
     from .runtime.fidelity import Fidelity, pipeline_fidelity
@@ -264,6 +315,7 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
     parity: dict = {}
     t0 = time.perf_counter()
     lowering_parity: dict = {}
+    op_parity: dict = {}
     if expected is not None:
         from .runtime.fidelity import Fidelity, pipeline_fidelity
 
@@ -271,10 +323,16 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
         if args.max_drop is not None:
             fidelity = dataclasses.replace(fidelity, min_argmax_agreement=1.0 - args.max_drop,
                                            reason="; ".join(r for r in (fidelity.reason, f"--max-drop {args.max_drop:g}") if r))
-        parity = verify_artifacts(artifacts, expected, fidelity)
-        if fidelity != Fidelity.exact(args.tolerance):
+        lossy = fidelity != Fidelity.exact(args.tolerance)
+        try:
+            parity = verify_artifacts(artifacts, expected, fidelity)
+        except VerificationFailed as e:  # say whether a lowering is to blame, and which op
+            raise VerificationFailed(e.message + _lowering_diagnosis(graph, artifacts, expected), e.hint) from None
+        if lossy:
             # Passes changed the numbers on purpose, so the check above is loose: also hold each
-            # artifact to the final IR exactly, so a lowering bug cannot hide behind the pruning.
+            # artifact to the final IR, op by op where the runtime exposes every tensor, so a
+            # lowering bug cannot hide behind the quantization or the pruning.
+            op_parity = check_ops(graph, artifacts, expected)
             from .runtime.session import ReferenceSession
             from .runtime.verify import record
 
@@ -299,6 +357,7 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
         "verification": parity if not args.no_verify else "skipped (--no-verify)",
         "verification_data": expected.data if expected is not None else None,
         "verification_against_final_ir": lowering_parity or None,
+        "verification_op_by_op": op_parity or None,
         "seconds": {**timings, "passes": round(sum(r.seconds for r in pm.records), 3),
                     "lower": round(lower_s, 3), "verify": round(verify_s, 3),
                     "total": round(time.perf_counter() - t_start, 3)},
@@ -311,12 +370,20 @@ def _print_summary(report: dict, out: Path) -> None:
         lines.append(f"  {name:14s} {info['bytes'] / 1e6:8.2f} MB")
     if isinstance(report["verification"], dict):
         for kind, p in report["verification"].items():
-            errs = ", ".join(f"{k}: max|err| {v['max_abs_error']:.2e}" for k, v in p["outputs"].items())
-            lines.append(f"  parity {kind}: {errs} on {len(p['cases'])} input sets ({report['verification_data']})")
+            errs = ", ".join(_parity_cell(k, v) for k, v in p["outputs"].items())
+            lines.append(f"  parity {kind}: {errs} on {len(p['cases'])} input sets ({report['verification_data']}); "
+                         f"checked: {p['fidelity']['check']}")
     else:
         lines.append("  parity: not checked (--no-verify)")
     lines.append(f"  {report['seconds']['total']:.1f} s; report.json has the details")
     print("\n".join(lines), file=sys.stderr)
+
+
+def _parity_cell(name: str, out: dict) -> str:
+    """``logits: max|err| 1.5e-08 (2% of the bound)``; the share only under the exact check."""
+    ratio = out.get("tolerance_ratio")
+    share = f" ({ratio:.0%} of the bound)" if ratio is not None and ratio == ratio else ""
+    return f"{name}: max|err| {out['max_abs_error']:.2e}{share}"
 
 
 def check_command(args: argparse.Namespace) -> int:

@@ -85,18 +85,55 @@ def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: n
 
 
 def graph_input_specs(graph: Graph) -> list[tuple[str, str]]:
-    from ..ir.types import np_dtype
-
-    return [(v.name, np_dtype(v.dtype).name) for v in graph.inputs]
+    return [(v.name, np_dtype_name(v.dtype)) for v in graph.inputs]
 
 
 def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Valid random feeds; an input with dims past [batch, seq] (a bbox) is all zeros."""
+    """Valid random feeds for ``graph``'s inputs; dims past [batch, seq] (a bbox) are all zeros.
+
+    Inputs that share the graph's ``batch`` and ``seq`` symbols get those sizes.  An
+    input with dims of its own (``batch_<name>``: the graph never relates them to the
+    others) gets other sizes, so that a compile which wrongly assumed them equal is
+    caught by verification.
+    """
     rng = np.random.default_rng(seed)
     vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
-    feeds = random_inputs(graph_input_specs(graph), batch, seq, rng, vocab)
+    sizes = symbol_sizes(graph, batch, seq)
+    groups: dict[tuple[int, int], list] = {}
     for v in graph.inputs:
-        if v.type.rank > 2:
-            extra = [int(d) if isinstance(d, int) else 1 for d in v.shape[2:]]
-            feeds[v.name] = np.zeros((batch, seq, *extra), feeds[v.name].dtype)
+        groups.setdefault(_leading_sizes(v.shape, sizes, batch, seq), []).append(v)
+    feeds: dict[str, np.ndarray] = {}
+    for (b, s), values in groups.items():
+        specs = [(v.name, np_dtype_name(v.dtype)) for v in values]
+        feeds.update(random_inputs(specs, b, s, rng, vocab))
+        for v in values:
+            if v.type.rank != 2:
+                extra = [d if isinstance(d, int) else sizes.get(d, 1) for d in v.shape[2:]]
+                lead = [b, s][:v.type.rank]
+                feeds[v.name] = np.zeros((*lead, *extra), feeds[v.name].dtype)
     return feeds
+
+
+def symbol_sizes(graph: Graph, batch: int, seq: int) -> dict[str, int]:
+    """A size for every dim symbol of the graph's inputs: ``batch`` and ``seq`` as given,
+    each other symbol a size of its own (batch + k for batch-like dims, seq - k, at least 1,
+    for sequence-like ones), so independent dims are fed unequal sizes."""
+    sizes = {"batch": batch, "seq": seq}
+    k = 0
+    for v in graph.inputs:
+        for d in v.shape:
+            if isinstance(d, str) and "*" not in d and d not in sizes:
+                k += 1
+                sizes[d] = max(1, seq - k) if d.startswith("seq") else batch + k
+    return sizes
+
+
+def _leading_sizes(shape, sizes: dict[str, int], batch: int, seq: int) -> tuple[int, int]:
+    dims = [d if isinstance(d, int) else sizes.get(d, 1) for d in shape]
+    return (dims[0] if dims else batch, dims[1] if len(dims) > 1 else seq)
+
+
+def np_dtype_name(ir_dtype: str) -> str:
+    from ..ir.types import np_dtype
+
+    return np_dtype(ir_dtype).name

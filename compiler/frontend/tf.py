@@ -3,8 +3,14 @@
 Every TF op with no handler is collected and reported at once, each with its
 node name, before anything is built.  Loops and string ops are refused with a
 reason; a ``tf.cond`` whose predicate the shapes decide is imported as the
-branch it takes (``conditionals.py``).  Inputs keep their signature names and dtypes; unknown input
-dims become the symbols ``batch`` (dim 0) and ``seq`` (dim 1).
+branch it takes (``conditionals.py``).  Inputs keep their signature names and dtypes.
+
+Unknown input dims become symbols, one per dim the graph ties together: BERT's
+ids, mask and token types meet in the embeddings and the attention mask, so they
+share ``batch`` (dim 0) and ``seq`` (dim 1).  Which dims are tied is found by
+importing once with a symbol per input dim (``input_dim_symbols``); an input whose
+dims the graph never relates to the others keeps its own (``batch_<input>``), so
+that nothing downstream assumes two independent sizes are equal.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 from ..diagnostics import BertcError
 from ..ir.graph import Graph, Loc, Value
 from ..ir.registry import OpError
-from ..ir.types import TensorType, dtype_of
+from ..ir.types import TensorType, dtype_of, tying_dims
 from .tf_loader import FrozenModel, load_model
 
 log = logging.getLogger(__name__)
@@ -208,12 +214,61 @@ def import_frozen(model: FrozenModel) -> Graph:
     model.variables = _forward_variables(nodes, order, dict(model.variables or {}))
     placeholder_names = {i.node for i in model.inputs} | set(model.variables or {})
     check_supported(model.source, nodes, order, placeholder_names)
+    return _translate(model, nodes, order, input_dim_symbols(model, nodes, order))
 
+
+def _free_dims(model: FrozenModel) -> list[tuple[int, int]]:
+    """(input index, axis) of every input dim the signature leaves unknown."""
+    return [(i, j) for i, spec in enumerate(model.inputs) for j, d in enumerate(spec.shape or []) if d is None]
+
+
+def input_dim_symbols(model: FrozenModel, nodes: dict[str, Any], order: list[str]) -> dict[tuple[int, int], str]:
+    """A symbol for each unknown input dim, shared by the dims the graph ties together.
+
+    A trial import gives every unknown dim a symbol of its own and unites those that
+    meet (``tying_dims``); each group is then named after its first dim: ``batch`` or
+    ``seq`` for the first input's, ``batch_<input>`` for a later input's own.  When
+    the trial import fails, every input shares ``batch`` and ``seq`` as before, and
+    the log says so.
+    """
+    free = _free_dims(model)
+    shared = {(i, j): DIM_SYMBOLS.get(j, f"d{j}") for i, j in free}
+    if len({i for i, _ in free}) < 2:
+        return shared
+    trial = {(i, j): f"in{i}_d{j}" for i, j in free}
+    try:
+        with tying_dims(trial.values()) as ties:
+            _translate(model, nodes, order, trial)
+    except Exception as e:  # the real import below reports what is wrong, if anything is
+        log.info("could not tell which input dims the graph ties (%s); every input shares batch and seq",
+                 str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return shared
+    by_trial = {sym: key for key, sym in trial.items()}
+    names: dict[str, str] = {}
+    out: dict[tuple[int, int], str] = {}
+    for key in free:
+        root = ties.find(trial[key])
+        if root not in names:
+            base = DIM_SYMBOLS.get(key[1], f"d{key[1]}")
+            first = by_trial[root]
+            names[root] = base if first[0] == free[0][0] or base not in names.values() else \
+                f"{base}_{_symbol_part(model.inputs[first[0]].name)}"
+        out[key] = names[root]
+    return out
+
+
+def _symbol_part(name: str) -> str:
+    return re.sub(r"\W", "_", name).strip("_") or "input"
+
+
+def _translate(model: FrozenModel, nodes: dict[str, Any], order: list[str],
+               dim_symbols: dict[tuple[int, int], str]) -> Graph:
+    """The IR graph of ``order``'s nodes, with ``dim_symbols`` for the inputs' unknown dims."""
     graph = Graph("main")
     env: dict[str, list[Value]] = {}
-    for spec in model.inputs:
+    for i, spec in enumerate(model.inputs):
         shape = spec.shape if spec.shape is not None else []
-        dims = tuple(d if d is not None else DIM_SYMBOLS.get(i, f"d{i}") for i, d in enumerate(shape))
+        dims = tuple(d if d is not None else dim_symbols[(i, j)] for j, d in enumerate(shape))
         env[spec.node] = [graph.add_input(spec.name, TensorType(dtype_of(np.dtype(spec.dtype)), dims))]
     ctx = ImportContext(graph, model.weight_names, model.variables,
                         {f.signature.name: f for f in model.graph_def.library.function}, model.source)

@@ -127,6 +127,10 @@ class OrtGraphRunner:
         runner.reason = reason
         return runner
 
+    def host_ops(self) -> set[int]:
+        """id() of the ops run on reference kernels (their values have no tensor of their own)."""
+        return set(self._plan.host_ops) if self._plan is not None else {id(op) for op in self.graph.ops}
+
     def _setup(self, graph: Graph, values: Iterable[Value] | None) -> None:
         self.graph = graph
         self.wanted = None if values is None else {id(v) for v in values}

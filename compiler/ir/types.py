@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 
@@ -118,12 +120,86 @@ def valid_dim(dim: Dim) -> bool:
     return all(p.isdigit() or _SYMBOL.match(p) for p in dim.split("*"))
 
 
+class DimTies:
+    """Which input dims a graph ties together: a union-find over free symbols.
+
+    The importer gives every unknown input dim a symbol of its own and imports
+    once with ``tying_dims`` active: wherever two of those symbols meet as the
+    same dim (broadcast against each other, contracted by a matmul), they are
+    united and the op sees one dim.  ``groups`` then says which input dims the
+    graph treats as one (BERT's ids, mask and token types share batch and seq);
+    the real import names each group once, so inputs the graph never relates keep
+    dims of their own instead of all being assumed equal.
+    """
+
+    def __init__(self, symbols: Iterable[str]) -> None:
+        self.parent = {s: s for s in symbols}
+
+    def find(self, s: str) -> str:
+        while self.parent[s] != s:
+            self.parent[s] = self.parent[self.parent[s]]
+            s = self.parent[s]
+        return s
+
+    def canon(self, dim: Dim) -> Dim:
+        """``dim`` with each free symbol replaced by its group's representative."""
+        if is_static(dim) or dim == UNKNOWN:
+            return dim
+        coef, factors = _split(dim)
+        mapped: Counter = Counter()
+        for name, k in factors.items():
+            mapped[self.find(name) if name in self.parent else name] += k
+        return _join(coef, mapped)
+
+    def unite(self, a: Dim, b: Dim) -> Dim | None:
+        """The one dim ``a`` and ``b`` become, when both are (groups of) single free symbols."""
+        a, b = self.canon(a), self.canon(b)
+        if a == b:
+            return a
+        if isinstance(a, str) and isinstance(b, str) and a in self.parent and b in self.parent:
+            first, second = sorted((a, b), key=list(self.parent).index)
+            self.parent[second] = first
+            return first
+        return None
+
+    def groups(self) -> list[list[str]]:
+        """The symbols, grouped by what the graph ties, each group in first-seen order."""
+        out: dict[str, list[str]] = {}
+        for s in self.parent:
+            out.setdefault(self.find(s), []).append(s)
+        return list(out.values())
+
+
+_TIES: ContextVar[DimTies | None] = ContextVar("bertc_dim_ties", default=None)
+
+
+@contextmanager
+def tying_dims(symbols: Iterable[str]) -> Iterator[DimTies]:
+    """Within the block, dims of ``symbols`` that meet are united (see ``DimTies``)."""
+    ties = DimTies(symbols)
+    token = _TIES.set(ties)
+    try:
+        yield ties
+    finally:
+        _TIES.reset(token)
+
+
+def same_dim(a: Dim, b: Dim) -> bool:
+    """Whether ``a`` and ``b`` are one dim: equal, or united while ``tying_dims`` is active."""
+    if a == b:
+        return True
+    ties = _TIES.get()
+    return ties is not None and ties.unite(a, b) is not None
+
+
 def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
     """Numpy broadcasting over symbolic shapes; raises ValueError when they clash.
 
     A symbol against a static dim n > 1 gives n (the symbol must be 1 or n at
-    run time, as TF assumes); two different symbols give UNKNOWN.
+    run time, as TF assumes); two different symbols give UNKNOWN, unless the
+    importer is finding which input dims the graph ties (``tying_dims``).
     """
+    ties = _TIES.get()
     rank = max((len(s) for s in shapes), default=0)
     out: list[Dim] = []
     for i in range(rank):
@@ -136,8 +212,22 @@ def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
             out.append(statics.pop())
             continue
         symbols = {d for d in known if d != UNKNOWN}
+        if ties is not None and len(symbols) > 1:
+            symbols = _united(ties, symbols)
         out.append(symbols.pop() if len(symbols) == 1 and UNKNOWN not in known else (1 if not known else UNKNOWN))
     return tuple(out)
+
+
+def _united(ties: DimTies, symbols: set) -> set:
+    """``symbols`` after uniting every free symbol among them (products stay as they are)."""
+    dims = list(symbols)
+    first = dims[0]
+    for other in dims[1:]:
+        joined = ties.unite(first, other)
+        if joined is None:
+            return {ties.canon(d) for d in dims}
+        first = joined
+    return {first}
 
 
 def format_shape(shape: tuple[Dim, ...]) -> str:

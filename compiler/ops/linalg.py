@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.registry import Attr, OpError, define
-from ..ir.types import UNKNOWN, TensorType, broadcast_shapes
+from ..ir.types import UNKNOWN, TensorType, broadcast_shapes, same_dim
 from ._util import require_same_dtype, t
 
 
@@ -14,7 +14,7 @@ def _matmul_type(op) -> TensorType:
     if a.rank < 2 or b.rank < 2:
         raise OpError(f"matmul needs rank >= 2 operands, got {a} and {b}")
     k1, k2 = a.shape[-1], b.shape[-2]
-    if k1 != k2 and UNKNOWN not in (k1, k2):
+    if not same_dim(k1, k2) and UNKNOWN not in (k1, k2):
         raise OpError(f"matmul contracts {a} with {b}: inner dims {k1} and {k2} differ")
     try:
         batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
@@ -56,7 +56,7 @@ def _einsum_type(op) -> TensorType:
         if len(spec) != v.type.rank:
             raise OpError(f"einsum term {spec!r} does not match operand type {v.type}")
         for ch, d in zip(spec, v.type.shape):
-            if ch in dims and dims[ch] != d and d != 1 and dims[ch] != 1 and UNKNOWN not in (d, dims[ch]):
+            if ch in dims and d != 1 and dims[ch] != 1 and UNKNOWN not in (d, dims[ch]) and not same_dim(dims[ch], d):
                 raise OpError(f"einsum index {ch!r} is {dims[ch]} in one operand and {d} in another")
             if ch not in dims or dims[ch] == 1:
                 dims[ch] = d

@@ -65,6 +65,12 @@ def _quant_params(op: Op):
                         None if axis is None else normalize_axis(axis, rank))
 
 
+# What LiteRT computes for an IR op where it departs from the op's attributes: a qmatmul
+# quantizes its activation rows to int8, asymmetric, whatever ``act`` says (see _qmatmul).
+# The op-by-op check (bertc.runtime.op_parity) holds the artifact to these.
+RUNS_AS: dict[str, dict] = {"qmatmul": {"act_dtype": "i8", "act_symmetric": False, "act_per_row": True}}
+
+
 @lowers("qmatmul")
 def _qmatmul(ctx: Lowering, op: Op) -> None:
     """Hybrid FULLY_CONNECTED: f32 input and output, an int8 kernel [N, K] that carries
