@@ -111,11 +111,16 @@ def ref_dynamic(x, dtype: str, per_row: bool):
 
 
 def ref_qmatmul(x, w, w_scale, scheme: str):
-    """(acc, a_scale per row, y): y = dequantize(q) @ dequantize(w) = acc * s * ws."""
+    """(acc, a_scale per row, y): y = dequantize(q) @ dequantize(w) = acc * s * ws, for a
+    kernel ``w`` given less its zero point."""
     q, s, zp = ref_dynamic(x, *SCHEMES[scheme])
     acc = (q - zp) @ np.asarray(w, np.float64)  # exact: integers below 2**53
     s_rows = np.broadcast_to(s, (x.shape[0], 1))
     return acc, s_rows, acc * s_rows * np.asarray(w_scale, np.float64)
+
+
+# The interpreter's quantize divides inf or 3e38 by the scale on the way to saturating it.
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in divide:RuntimeWarning")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -212,6 +217,24 @@ def test_qmatmul_runtime_is_the_irs_scheme(runtime, bits, per_channel, scheme):
     for case, x in qmatmul_inputs().items():
         check_qmatmul(runs[runtime][case], f32(x), w, ws, scheme, 3 if runtime == "onnx" else 5,
                       f"{runtime} {case} (IR {scheme})")
+
+
+def test_qmatmul_with_kernel_zero_points():
+    """A u8 kernel with per-channel zero points (ONNX's form; LiteRT's hybrid kernels refuse it):
+    dequantize(w) = (w - wz) * ws.  |acc| <= 16 * 255 * 255 still lets the integers be recovered."""
+    rng = np.random.default_rng(9)
+    w = rng.integers(0, 256, (K, N))
+    w[0], w[1] = 255, 0
+    wz = rng.integers(100, 156, N)
+    ws = (rng.uniform(0.5, 2.0, N) / 64).astype(np.float32)
+    g = Graph("qmatmul_zero_points")
+    x = g.add_input("x", TensorType("f32", ("n", K)))
+    g.outputs["y"] = g.add("qmatmul", [x, g.const(w.astype(np.uint8), "w"), g.const(ws, "ws"),
+                                       g.const(wz.astype(np.uint8), "wz")], {"axis": 1, **ACT_ATTRS["u8_tensor"]}).result
+    for name, sess in (("interp", ReferenceSession(g)), ("onnx", OnnxSession(ONNX.lower(g), threads=1))):
+        for case, a in qmatmul_inputs().items():
+            check_qmatmul(sess.run({"x": a.astype(np.float32)})["y"], f32(a), w - wz, ws, "u8_tensor", 3,
+                          f"{name} {case}")
 
 
 # --------------------------------------------------------------------------- quantize / dequantize
