@@ -286,8 +286,9 @@ def check_quantize(got, x, scale, zp, axis, dtype, ties, what):
                           f"{got[tuple(bad[0])]} vs {want[tuple(bad[0])]:.0f}")
 
 
-# LiteRT runs a per-tensor QUANTIZE on XNNPACK (ties to even, as ONNX) and a per-axis one on
-# its builtin kernel, which rounds ties away from zero (TfLiteRound).
+# LiteRT runs a per-tensor QUANTIZE on XNNPACK (ties to even, as ONNX; its builtin kernel, used
+# when XNNPACK is off, also rounds them to even) and a per-axis one on its builtin kernel, which
+# rounds ties away from zero (TfLiteRound).
 LITERT_TIES = {None: "even", 1: "away", 0: "away"}
 
 
