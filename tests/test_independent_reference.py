@@ -272,8 +272,8 @@ def test_qmatmul_with_kernel_zero_points():
     ws = (rng.uniform(0.5, 2.0, N) / 64).astype(np.float32)
     g = Graph("qmatmul_zero_points")
     x = g.add_input("x", TensorType("f32", ("n", K)))
-    g.outputs["y"] = g.add("qmatmul", [x, g.const(w.astype(np.uint8), "w"), g.const(ws, "ws"),
-                                       g.const(wz.astype(np.uint8), "wz")], {"axis": 1, **ACT_ATTRS["u8_tensor"]}).result
+    operands = [x, g.const(w.astype(np.uint8), "w"), g.const(ws, "ws"), g.const(wz.astype(np.uint8), "wz")]
+    g.outputs["y"] = g.add("qmatmul", operands, {"axis": 1, **ACT_ATTRS["u8_tensor"]}).result
     for name, sess in (("interp", ReferenceSession(g)), ("onnx", OnnxSession(ONNX.lower(g), threads=1))):
         for case, a in qmatmul_inputs().items():
             check_qmatmul(sess.run({"x": a.astype(np.float32)})["y"], f32(a), w - wz, ws, "u8_tensor", 3,
@@ -399,9 +399,16 @@ def _tf_quantize(x, s, axis):
 TF_SCALES = {None: np.float32(2.0 ** -4), 1: (2.0 ** np.array([-4, -2, 0, 1, -3, -1, 2, 0])).astype(np.float32)}
 
 
+def tf_inputs(axis):
+    """Ties and in-range values in units of TF's scales (its range is [-127 s, 127 s])."""
+    units = np.array([[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, -0.0],
+                      [0.0, 0.25, 0.75, -0.75, 7.5, -7.5, 100.5, -100.5]])
+    return f32(units * along(TF_SCALES[axis], axis, 2))
+
+
 @pytest.mark.parametrize("axis", [None, 1])
 def test_tf_quantize_is_its_own_scheme(axis):
-    x = quant_inputs("i8", 1)["edges"][:2]  # ties and in-range values
+    x = tf_inputs(axis)
     got, back = _tf_quantize(x.astype(np.float32), TF_SCALES[axis], axis)
     ties = "away" if axis is None else "even"
     check_quantize(got.astype(np.int8), x, TF_SCALES[axis], np.zeros(np.shape(TF_SCALES[axis]), np.int8), axis,
@@ -414,7 +421,7 @@ def test_tf_quantize_is_its_own_scheme(axis):
     strict=True, raises=AssertionError, reason="TF QuantizeV2 per tensor rounds ties away from zero "
     "although round_mode='HALF_TO_EVEN' (per axis it rounds them to even)")), 1])
 def test_tf_quantize_is_the_definition(axis):
-    x = quant_inputs("i8", 1)["edges"][:2]
+    x = tf_inputs(axis)
     got, _ = _tf_quantize(x.astype(np.float32), TF_SCALES[axis], axis)
     check_quantize(got.astype(np.int8), x, TF_SCALES[axis], np.zeros(np.shape(TF_SCALES[axis]), np.int8), axis,
                    "i8", "even", "tf")
