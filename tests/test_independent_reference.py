@@ -87,6 +87,8 @@ def along(p, axis: int | None, ndim: int) -> np.ndarray:
 def round_half(v: np.ndarray, ties: str) -> np.ndarray:
     if ties == "even":
         return np.rint(v)  # IEEE round to nearest, ties to even
+    if ties == "up":
+        return np.floor(v + 0.5)  # ties toward +inf
     return np.sign(v) * np.floor(np.abs(v) + 0.5)  # ties away from zero
 
 
@@ -425,3 +427,34 @@ def test_tf_quantize_is_the_definition(axis):
     got, _ = _tf_quantize(x.astype(np.float32), TF_SCALES[axis], axis)
     check_quantize(got.astype(np.int8), x, TF_SCALES[axis], np.zeros(np.shape(TF_SCALES[axis]), np.int8), axis,
                    "i8", "even", "tf")
+
+
+# fake_quant_with_min_max_args(min = -64 s, max = 191 s), s a power of two, is
+# dequantize(quantize(x, s, 64, u8)): its range needs no nudging and its arithmetic is exact.
+FQ_SCALE = 2.0 ** -3
+
+
+def _tf_fake_quant(x):
+    import tensorflow as tf
+
+    return tf.quantization.fake_quant_with_min_max_args(x, -64 * FQ_SCALE, 191 * FQ_SCALE, num_bits=8).numpy()
+
+
+def _fake_quant_inputs():
+    units = np.array([[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, -63.5, 126.5],
+                      [-64.5, -65, 190.5, 191.5, 300.0, -0.25, 0.0, 7.0]])
+    return f32(units * FQ_SCALE)
+
+
+def test_tf_fake_quant_is_its_own_scheme():
+    x = _fake_quant_inputs()
+    want = ref_dequantize(ref_quantize(x, FQ_SCALE, 64, None, "u8", "up"), FQ_SCALE, 64, None)
+    assert np.array_equal(_tf_fake_quant(x.astype(np.float32)), want)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="TF fake_quant rounds ties up, floor(x / s + 0.5); "
+                   "ONNX QuantizeLinear and the IR round them to even")
+def test_tf_fake_quant_is_the_definition():
+    x = _fake_quant_inputs()
+    want = ref_dequantize(ref_quantize(x, FQ_SCALE, 64, None, "u8", "even"), FQ_SCALE, 64, None)
+    assert np.array_equal(_tf_fake_quant(x.astype(np.float32)), want)
