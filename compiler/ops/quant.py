@@ -20,8 +20,9 @@ Design choices, shared by the three ops:
 
 Reference kernels are exact: ``quantize`` computes
 ``saturate(round_half_to_even(x / scale) + zero_point)`` in f32 like ONNX
-``QuantizeLinear`` (TFLite's QUANTIZE rounds ties away from zero: the two only
-differ when ``x / scale`` is exactly halfway); ``dequantize`` computes
+``QuantizeLinear`` (LiteRT's per-axis QUANTIZE rounds ties away from zero, its
+per-tensor one to even: they only differ when ``x / scale`` is exactly halfway;
+tests/test_independent_reference.py); ``dequantize`` computes
 ``(q - zero_point) * scale`` in f32.
 
 ``qmatmul`` is a matmul with an int8 constant kernel whose *activation* is

@@ -49,6 +49,7 @@ import numpy as np
 
 from ..ir.graph import Op, Value
 from ..ir.types import normalize_axis
+from ..ops.quant import QUANT_RANGES
 from .tflite import _LOWERINGS, CAPABILITIES, LITE_DTYPES, MAX_RANK, Check, Lower, fc_bias, lowers
 from .tflite_builder import BuiltinOperator as B
 from .tflite_builder import Lowering, options, quantization, quantized_weight, set_quantization
@@ -90,10 +91,29 @@ def _qmatmul(ctx: Lowering, op: Op) -> None:
 
 @lowers("quantize")
 def _quantize(ctx: Lowering, op: Op) -> None:
-    """QUANTIZE into a tensor carrying the parameters (LiteRT rounds ties away from zero)."""
+    """QUANTIZE into a tensor carrying the parameters.  Per tensor it runs on XNNPACK (ties to
+    even, as the IR); per axis on the builtin kernel, which rounds ties away from zero, and
+    which converts round(x / scale) to int32 before it saturates: where |x / scale| >= 2**31
+    (inf, 1e37 at scale 1) that conversion overflows and a large positive x came out as the
+    lowest code (-128 / 0, not 127 / 255; tests/test_independent_reference.py).  So the
+    per-axis input is first clamped to the representable range [(qmin - zp) s, (qmax - zp) s]
+    along the axis: values inside are unchanged, values beyond get the code saturation gives.
+    (The builtin per-tensor kernel, which runs only when XNNPACK is off, overflows alike; per
+    tensor is quant_full's activation quantize, left without the two extra operators.)"""
+    x = ctx.tensor(op.operands[0])
+    axis = op.attrs["axis"]
+    if axis is not None:
+        v = op.operands[0]
+        lo, hi = QUANT_RANGES[op.operands[2].dtype]
+        scale = np.asarray(op.operands[1].const_value(), np.float32)
+        zp = np.asarray(op.operands[2].const_value(), np.float32)
+        shape = [1] * v.type.rank
+        shape[normalize_axis(axis, v.type.rank)] = -1
+        bounds = [((q - zp) * scale).astype(np.float32).reshape(shape) for q in (lo, hi)]
+        x = ctx.clamp(x, *bounds, v.shape, "saturated")
     out = ctx.result(op.result)
     set_quantization(ctx, out, _quant_params(op))
-    ctx.emit(B.QUANTIZE, [ctx.tensor(op.operands[0])], [out])
+    ctx.emit(B.QUANTIZE, [x], [out])
 
 
 @lowers("dequantize")
