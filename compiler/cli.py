@@ -50,7 +50,7 @@ def _tolerance(text: str):
     try:
         return Tolerance.parse(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r}: {e} (e.g. 1e-5 or 1e-5,1e-6)") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: {e} (e.g. 2e-5 or 2e-5,1e-6)") from None
 
 
 def _add_plugin_arg(p: argparse.ArgumentParser) -> None:
@@ -94,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not rewrite ops a target lacks (the compile then fails on them)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against TensorFlow")
     p.add_argument("--verify-data", metavar="FILE", help=".npz of real inputs to verify with")
-    p.add_argument("--tolerance", type=_tolerance, default=_tolerance("1e-5,1e-6"), metavar="RTOL[,ATOL]",
+    p.add_argument("--tolerance", type=_tolerance, default=_tolerance("2e-5,1e-6"), metavar="RTOL[,ATOL]",
                    help="exact check: every output element within ATOL + RTOL * (|ref| + rms(ref)) of the "
-                        "source (default 1e-5,1e-6; also rtol=X,atol=Y)")
+                        "source (default 2e-5,1e-6; also rtol=X,atol=Y)")
     p.add_argument("--labels", metavar="FILE", help="class labels in logit order, one per line; stored in each artifact")
     p.add_argument("--max-drop", type=float, metavar="FRACTION",
                    help="for passes that change numbers on purpose (pruning): fail when more than this fraction "

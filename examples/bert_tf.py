@@ -56,6 +56,7 @@ class BertConfig:
     type_vocab: int = 2  # number of token types (segments)
     seed: int = 0  # numpy seed for the random weights
     gelu: str = "erf"  # "erf" (exact GELU) or "tanh" (approximation)
+    hidden_output: bool = False  # also return the last layer's hidden states ("last_hidden_state")
 
     def __post_init__(self):
         if self.hidden % self.heads:
@@ -211,6 +212,14 @@ class BertClassifier(tf.Module):
         )
 
     def logits(self, input_ids, attention_mask, token_type_ids):
+        return self.classify(self.encode(input_ids, attention_mask, token_type_ids))
+
+    def classify(self, x):
+        pooled = tf.tanh(self.pooler(x[:, 0, :]))  # [CLS] token
+        return self.classifier(pooled)
+
+    def encode(self, input_ids, attention_mask, token_type_ids):
+        """The last layer's hidden states, [batch, seq, hidden]."""
         seq = tf.shape(input_ids)[1]
 
         # Embeddings: word + position (first `seq` rows) + token type.
@@ -229,12 +238,14 @@ class BertClassifier(tf.Module):
 
         for layer in self.encoder:
             x = layer(x, mask_bias)
-
-        pooled = tf.tanh(self.pooler(x[:, 0, :]))  # [CLS] token
-        return self.classifier(pooled)
+        return x
 
     def _serve(self, input_ids, attention_mask, token_type_ids):
-        return {"logits": self.logits(input_ids, attention_mask, token_type_ids)}
+        x = self.encode(input_ids, attention_mask, token_type_ids)
+        outputs = {"logits": self.classify(x)}
+        if self.config.hidden_output:
+            outputs["last_hidden_state"] = x
+        return outputs
 
 
 def build_bert(config: BertConfig = BertConfig(), ids_dtype=tf.int32,

@@ -2,7 +2,7 @@
 
 By default ``bertc compile`` holds every artifact to the exact check
 (``Tolerance``): on every output, every element within
-``atol + rtol * (|source| + rms(source))`` of the source's, with rtol 1e-5 and
+``atol + rtol * (|source| + rms(source))`` of the source's, with rtol 2e-5 and
 atol 1e-6 unless ``--tolerance`` says otherwise.  The bound scales with the
 numbers, so a model whose logits are 1e-2 is held as tightly as one whose logits
 are 10; the rms term keeps the elements near zero of a large output (the
@@ -46,11 +46,14 @@ class Tolerance:
 
     float32 kernels that add in another order (onnxruntime, XNNPACK, TF's oneDNN) move
     each element by a few ulps of the magnitudes that were added, which is what the
-    rms term stands for: measured on the foreign-model corpus and BERT-base, well
-    under 1e-6 of it.  A lowering that scales a bias by 0.5% is 500x over the bound.
+    rms term stands for.  Measured (tests/test_long_inputs.py, Xeon with AVX-512):
+    a 12-layer BERT-base-size model at 512 tokens uses up to 29% of the default bound
+    on its hidden states (5.6e-6 against an rms of 1.0, LiteRT), the pretrained
+    all-MiniLM-L6-v2 5%; rtol 2e-5 leaves room for other CPUs' kernels and deeper
+    models.  A lowering that scales a weight by 0.5% is over 100x the bound.
     """
 
-    rtol: float = 1e-5
+    rtol: float = 2e-5
     atol: float = 1e-6
 
     @staticmethod
