@@ -356,8 +356,9 @@ Measured on {date}: {cpu} ({cores} cores; {isa}). TensorFlow {tf}, tf2onnx
 - **import**: bertc reads the graph into its IR (`ok`, or the TF ops it cannot import).
 - **onnx**, **tflite**: `bertc compile --target all` (each target on its own when that
   fails), verified against TF
-  (max abs error 1e-4 at batch 1 and 4, sequence 8 and 19, or on the model's own
-  `verify.npz`). **parity** is the largest error seen, per target.
+  (every element within 1e-6 + 2e-5 * (|ref| + rms(ref)), compile's default, at batch 1
+  and 4, sequence 8 and 19, or on the model's own `verify.npz`). **parity** is the
+  largest error seen, per target.
 - **prune_heads**, **quant_int8**: the same with `--passes prune_heads{{ratio=0.5}}` or
   `--passes quant_int8`, each verified to that pass's bound.
 - **tf2onnx**: `tf2onnx.tf_loader.from_saved_model` + `tf2onnx.convert.from_graph_def`

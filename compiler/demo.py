@@ -49,12 +49,19 @@ PIPELINES: list[tuple[str, str]] = [
     ("int8", "quant_int8"),
     ("pruned25+int8", "prune_heads{ratio=0.25,criterion=magnitude},quant_int8"),
 ]
-# The demo's own gate on each artifact: min cosine to TF over the sentences (exit 1 below it).
-# Pruning a quarter of the heads without fine-tuning moves embeddings a lot (mean cosine ~0.89).
-MIN_COSINE = {"fp32": 0.9999, "int8": 0.95, "pruned25+int8": 0.75}
+# The demo's own gate on each artifact: min cosine to TF over the 40 sentences (exit 1 below
+# it), set just under what the full demo measures, the same to 4 digits on an AMD EPYC with
+# AVX-512 VNNI and an Intel Xeon with AMX (int8: onnx 0.9737, tflite 0.9925; pruned: onnx
+# 0.7745, tflite 0.8025).  --quick checks the first 8 sentences against the same floors.
+# Pruning a quarter of the heads without fine-tuning moves embeddings a lot (mean cosine ~0.88).
+MIN_COSINE: dict[tuple[str, str], float] = {
+    ("fp32", "onnx"): 0.9999, ("fp32", "tflite"): 0.9999,
+    ("int8", "onnx"): 0.97, ("int8", "tflite"): 0.99,
+    ("pruned25+int8", "onnx"): 0.77, ("pruned25+int8", "tflite"): 0.80,
+}
 # Compile verifies lossy pipelines against the bound their passes declare (quant_int8: every
 # embedding row's cosine to TF >= 0.95; pruning: reported, unbounded) and holds each artifact
-# exactly to the final IR; the demo adds its own cosine gate on real sentences.
+# to the final IR op by op; the demo adds its own cosine gate on real sentences.
 VERIFY_LOSSY_IN_COMPILE = True
 TARGETS = ("onnx", "tflite")
 FULL = {"seqs": [16, 128], "runs": 100, "warmup": 5, "sentences": None}
@@ -229,10 +236,10 @@ def command(args: argparse.Namespace) -> int:
                 path = out / _dir_name(name) / f"model.{target}"
                 check = (report["verification"].get(target, {}) if verify else
                          {"compile": "--no-verify (see VERIFY_LOSSY_IN_COMPILE)",
-                          "demo": f"min cosine to TF >= {MIN_COSINE[name]}"})
+                          "demo": f"min cosine to TF >= {MIN_COSINE[(name, target)]}"})
                 rows.append(Row(name, passes, target, path, path.stat().st_size, seconds, check))
             sizes = ", ".join(f"{r.target} {r.size_bytes / 1e6:.1f} MB" for r in rows[-2:])
-            how = "verified against TF" if verify else f"to be held to cosine >= {MIN_COSINE[name]}"
+            how = "verified against TF" if verify else "to be held to the demo's cosine floors"
             done(f"compiled {name} ({passes or 'no passes'}) in {seconds:.0f} s, {how}: {sizes}")
 
         step = progress.add_task(f"embedding {len(sentences)} sentences with TF and every artifact", total=None)
@@ -256,7 +263,8 @@ def command(args: argparse.Namespace) -> int:
                          "threads": args.threads, "interleaved": "round-robin, first artifact rotating",
                          "sentences": len(sentences), "sentences_file": str(SENTENCES),
                          "fidelity": "cosine similarity to the TF SavedModel's embedding, each sentence at batch 1",
-                         "min_cosine": MIN_COSINE, "verify_lossy_in_compile": VERIFY_LOSSY_IN_COMPILE},
+                         "min_cosine": {f"{p} {t}": v for (p, t), v in MIN_COSINE.items()},
+                         "verify_lossy_in_compile": VERIFY_LOSSY_IN_COMPILE},
             "pipelines": [{"name": n, "passes": p} for n, p in PIPELINES],
             "rows": [r.to_json() for r in rows],
             "seconds_total": round(time.perf_counter() - t_start, 1)}
@@ -266,8 +274,8 @@ def command(args: argparse.Namespace) -> int:
     if cpu.get("note"):
         console.print(f"[yellow]note:[/] {cpu['note']}", highlight=False)
     done(f"wrote {out / 'demo.json'} and {out / 'demo.png'}")
-    failed = [f"{r.label} (min cosine {r.fidelity['min_cosine']:.4f} < {MIN_COSINE[r.pipeline]})"
-              for r in rows if r.fidelity["min_cosine"] < MIN_COSINE[r.pipeline]]
+    failed = [f"{r.label} (min cosine {r.fidelity['min_cosine']:.4f} < {MIN_COSINE[(r.pipeline, r.target)]})"
+              for r in rows if r.fidelity["min_cosine"] < MIN_COSINE[(r.pipeline, r.target)]]
     if failed:
         raise VerificationFailed("embeddings too far from TensorFlow's: " + "; ".join(failed) + ".",
                                  f"Per-sentence cosines are in {out / 'demo.json'}.")
