@@ -344,6 +344,7 @@ def check_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """``bertc run ARTIFACT --ids "101 2023 102"``: one sequence, outputs printed."""
     from .runtime.inputs import input_role
+    from .runtime.limits import check_ids, model_limits
     from .runtime.session import open_session
 
     try:
@@ -357,12 +358,14 @@ def run_command(args: argparse.Namespace) -> int:
     for name in session.input_names:
         role = input_role(name)
         feeds[name] = ids if role == "ids" else (np.ones_like(ids) if role == "mask" else np.zeros_like(ids))
+    check_ids(feeds, model_limits(session), args.artifact)
     try:
         outputs = session.run(feeds)
     except Exception as e:  # the runtime refused these inputs (ids beyond the vocabulary, say)
         first = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
         raise BertcError(f"{args.artifact}: running it on --ids failed: {first}",
-                         "Check that every id is below the model's vocabulary size.") from None
+                         "Check that every id is below the model's vocabulary size and that the sequence "
+                         "fits its position table.") from None
     np.set_printoptions(precision=6, suppress=True, linewidth=120)
     for name, value in outputs.items():
         print(f"{name} {list(value.shape)}:\n{value}")

@@ -125,10 +125,14 @@ def predict(session, encoder, texts: Sequence[str], max_length: int, batch: int,
     from .bench import brief
     from .tokenize import as_feeds
 
+    from .limits import check_ids, model_limits
+
+    limits = model_limits(session)
     preds = []
     for start in range(0, len(texts), batch):
         end = min(start + batch, len(texts))
         feeds = as_feeds(encoder.encode(texts[start:end], max_length), session.input_names)
+        check_ids(feeds, limits, "the model", f"--vocab: texts {start}..{end - 1}")
         try:
             logits = logits_output(session, session.run(feeds))
         except BertcError:
