@@ -145,12 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    from .tempfiles import Terminated, signals_raise
+
     try:
         from . import commands
         from .quiet import native_stderr_silenced
 
         handler = getattr(args, "handler", None) or getattr(commands, f"cmd_{args.command}")
-        with native_stderr_silenced(enabled=not args.verbose):
+        with signals_raise(), native_stderr_silenced(enabled=not args.verbose):
             return int(handler(args) or 0)
     except BertcError as e:
         if args.debug:
@@ -162,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bertc: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:  # SIGTERM / SIGHUP: the cleanup ran on the way out, as for Ctrl-C
+        print(f"bertc: stopped by {e}; nothing was written", file=sys.stderr)
+        return 128 + e.signum
     except Exception as e:  # a bug: say so in one line unless asked for the traceback
         if args.debug:
             raise

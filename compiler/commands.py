@@ -62,9 +62,12 @@ def _write_ir(graph: Graph, out: str | None) -> None:
     if out is None:
         sys.stdout.write(print_graph(graph))
         return
+    from .tempfiles import sweep_stale
+
     path = Path(out)
     if not path.parent.exists():
         raise BertcError(f"{path.parent}: directory does not exist.")
+    sweep_stale(path.parent)
     save(graph, path)
     print(f"wrote {path}", file=sys.stderr)
 

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -153,21 +152,29 @@ class Staging:
     """
 
     def __init__(self, out: Path) -> None:
+        from .tempfiles import make_dir, sweep_stale
+
         self.out = out
         self.created_out = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
-            self.dir = Path(tempfile.mkdtemp(prefix=".bertc-", dir=out))
+            for stale in sweep_stale(out):
+                log.info("removed %s, left by a bertc process that was killed", stale)
+            self.dir = make_dir(out)
         except OSError as e:
             raise BertcError(f"-o {out}: cannot write there ({e.strerror}).") from None
 
     def commit(self) -> None:
+        """Move every staged file into OUT; SIGTERM/SIGHUP/SIGINT wait until all are there."""
+        from .tempfiles import signals_deferred
+
         mask = os.umask(0)
         os.umask(mask)
-        for p in sorted(self.dir.iterdir()):
-            os.chmod(p, 0o666 & ~mask)
-            os.replace(p, self.out / p.name)
-        self.dir.rmdir()
+        with signals_deferred():
+            for p in sorted(self.dir.iterdir()):
+                os.chmod(p, 0o666 & ~mask)
+                os.replace(p, self.out / p.name)
+            self.dir.rmdir()
 
     def abandon(self) -> None:
         if self.dir.exists():
