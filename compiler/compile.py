@@ -2,7 +2,8 @@
 
 Everything is produced in memory and checked first; only then are the files
 written, each through a temporary name renamed into OUT.  A failed compile
-(bad input, an op a target lacks, broken parity) leaves OUT as it was.
+(bad input, an op a target lacks, broken parity) leaves OUT as it was; how OUT
+is locked, staged and kept consistent is ``bertc.outdir``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from .diagnostics import BertcError, VerificationFailed
 from .ir.graph import Graph
+from .outdir import Staging, locked_output
 from .targets.base import LoweringError, Target, get_target
 
 log = logging.getLogger(__name__)
@@ -145,50 +147,10 @@ def _store_labels(args, graph: Graph, artifacts: dict[str, Path], staging: Path)
     return labels
 
 
-class Staging:
-    """A hidden directory inside OUT where artifacts are built; ``commit`` renames them into OUT.
-
-    On failure everything staged is removed, and OUT too when this compile created it.
-    """
-
-    def __init__(self, out: Path) -> None:
-        from .tempfiles import make_dir, sweep_stale
-
-        self.out = out
-        self.created_out = not out.exists()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            for stale in sweep_stale(out):
-                log.info("removed %s, left by a bertc process that was killed", stale)
-            self.dir = make_dir(out)
-        except OSError as e:
-            raise BertcError(f"-o {out}: cannot write there ({e.strerror}).") from None
-
-    def commit(self) -> None:
-        """Move every staged file into OUT; SIGTERM/SIGHUP/SIGINT wait until all are there."""
-        from .tempfiles import signals_deferred
-
-        mask = os.umask(0)
-        os.umask(mask)
-        with signals_deferred():
-            for p in sorted(self.dir.iterdir()):
-                os.chmod(p, 0o666 & ~mask)
-                os.replace(p, self.out / p.name)
-            self.dir.rmdir()
-
-    def abandon(self) -> None:
-        if self.dir.exists():
-            for p in self.dir.iterdir():
-                p.unlink()
-            self.dir.rmdir()
-        if self.created_out and self.out.exists() and not any(self.out.iterdir()):
-            self.out.rmdir()
-
-
 def compile_command(args: argparse.Namespace) -> int:
-    from .commands import load_graph, pass_context
-    from .frontend.tf import CANONICALIZE
-    from .pass_manager import PassManager, parse_pipeline
+    """``bertc compile``: check the options, then compile into OUT while holding its lock."""
+    from .commands import pass_context
+    from .pass_manager import parse_pipeline
 
     t_start = time.perf_counter()
     out = Path(args.output)
@@ -199,6 +161,17 @@ def compile_command(args: argparse.Namespace) -> int:
     if verify_data is not None and not verify_data.is_file():
         raise BertcError(f"--verify-data {verify_data}: no such file.")
     ctx = pass_context(args)  # before the slow import, so a bad --calib fails fast
+    with locked_output(out):  # a second compile into OUT is refused, not interleaved
+        report = _compile_into(args, out, targets, user_passes, verify_data, ctx, t_start)
+    _print_summary(report, out)
+    return 0
+
+
+def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_data, ctx, t_start: float) -> dict:
+    """Import, record the reference, run the passes, then lower, verify and publish into ``out``."""
+    from .commands import load_graph
+    from .frontend.tf import CANONICALIZE
+    from .pass_manager import PassManager, parse_pipeline
 
     t0 = time.perf_counter()
     graph, frozen = load_graph(args, canonicalize=False)
@@ -241,8 +214,7 @@ def compile_command(args: argparse.Namespace) -> int:
         staging.abandon()
         raise
     staging.commit()
-    _print_summary(report, out)
-    return 0
+    return report
 
 
 def _calibration_verify_feeds(args, ctx, graph, user_passes) -> list | None:
