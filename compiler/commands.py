@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import zipfile
 from pathlib import Path
 
 from .diagnostics import BertcError
@@ -23,18 +24,37 @@ def load_ir(path: Path) -> Graph:
     from .ir.serialize import load
     from .ir.verifier import VerifyError, verify
 
+    from .ir.serialize import weights_path
+
     if not path.is_file():
         raise BertcError(f"{path}: no such file.")
+    npz = weights_path(path)
     try:
         graph = load(path)
         verify(graph)
     except ParseError as e:
-        raise BertcError(f"{path}:{e.line_no}: {str(e).splitlines()[0].split(': ', 1)[-1]}\n  {e.line.strip()}") from None
+        first = str(e).splitlines()[0].split(': ', 1)[-1]
+        if "is not in the weights stored beside" in first:
+            _missing_weights(path, npz, first)
+        raise BertcError(f"{path}:{e.line_no}: {first}\n  {e.line.strip()}") from None
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise BertcError(f"{npz}: the weights beside {path.name} are corrupt or truncated (not an .npz archive: "
+                         f"{e}).", "Write the pair again: bertc import MODEL -o FILE.bir.") from None
     except VerifyError as e:
         raise BertcError(f"{path}: the IR is invalid: {e}") from None
     except (OSError, ValueError) as e:
         raise BertcError(f"{path}: cannot read this IR ({type(e).__name__}: {e}).") from None
     return graph
+
+
+def _missing_weights(path: Path, npz: Path, first: str) -> None:
+    """The .bir names a weight its .npz lacks: say whether the .npz is missing or another model's."""
+    if not npz.exists():
+        raise BertcError(f"{path}: its weights file {npz} does not exist ({first.split(' is not')[0]} and the "
+                         "others are stored there).", "Keep the .npz that bertc wrote beside the .bir.")
+    raise BertcError(f"{path}: {npz} does not hold its weights ({first.split(' is not')[0]} is missing): "
+                     "the .npz belongs to another model or another version of this one.",
+                     "Write the pair again: bertc import MODEL -o FILE.bir.")
 
 
 def load_graph(args: argparse.Namespace, canonicalize: bool = True):

@@ -76,7 +76,7 @@ class _Net:
         return None
 
 
-def _onnx_net(path) -> tuple[_Net, dict[str, str]]:
+def onnx_net(path) -> tuple[_Net, dict[str, str]]:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -129,7 +129,7 @@ def model_limits(session) -> Limits:
         elif type(session).__name__ == "TFLiteSession":
             net, inputs = _tflite_net(session)
         elif type(session).__name__ == "OnnxSession" and session.source is not None:
-            net, inputs = _onnx_net(session.source)
+            net, inputs = onnx_net(session.source)
         else:
             return Limits()
         return net.limits(inputs)

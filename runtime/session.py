@@ -66,16 +66,34 @@ def open_session(path: str | os.PathLike | bytes, kind: str | None = None, threa
             from ..frontend.tf_loader import load_model
 
             return TFSession(load_model(p))
-    if suffix == ".onnx":
-        from .onnx_session import OnnxSession
-
-        return OnnxSession(path, threads)
-    if suffix == ".tflite":
-        from .tflite_session import TFLiteSession
-
-        return TFLiteSession(path, threads)
+    if suffix in (".onnx", ".tflite"):
+        return _open_artifact(path, suffix, threads)
     if suffix == ".bir":
         from ..commands import load_ir
 
         return ReferenceSession(load_ir(Path(path)))
     raise BertcError(f"{path}: bertc runs .onnx, .tflite, .bir files and SavedModel directories.")
+
+
+def _open_artifact(path, suffix: str, threads: int | None):
+    """An onnxruntime or LiteRT session; a file its runtime cannot parse is the user's to fix."""
+    if suffix == ".onnx":
+        from .onnx_session import OnnxSession as cls
+    else:
+        from .tflite_session import TFLiteSession as cls
+    try:
+        return cls(path, threads)
+    except Exception as e:
+        if isinstance(path, bytes):
+            raise
+        raise corrupt_artifact(path, e) from None
+
+
+def corrupt_artifact(path, error: Exception) -> BertcError:
+    """The error for an .onnx or .tflite file its runtime (or parser) cannot read."""
+    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    what = "an ONNX model" if Path(path).suffix == ".onnx" else "a TFLite model"
+    size = Path(path).stat().st_size
+    return BertcError(f"{path}: not {what} its runtime can load ({size} bytes; {first}); the file is "
+                      "corrupt or truncated.",
+                      "Compile it again (bertc compile MODEL -o DIR), or copy it again in full.")

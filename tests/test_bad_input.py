@@ -1,0 +1,136 @@
+"""Bad input, one table: every case must exit 2 with one clear message that names the culprit
+(the file, the option or the op), print no traceback, and leave nothing half-written.
+
+Each case is a command line with placeholders (``{onnx}``, ``{out}`` …) filled from the
+shared broken and healthy files below, and the words its message must contain.  Cases run
+in-process through ``bertc.cli.main``; the signal cases, which need a process to kill, are
+in tests/test_signals.py.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertc.cli import main
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    argv: tuple[str, ...]  # "{placeholders}" filled from the files fixture and the test's own paths
+    needles: tuple[str, ...]  # words the message must contain (placeholders filled the same way)
+
+
+def case(name: str, argv: str, *needles: str) -> Case:
+    return Case(name, tuple(shlex.split(argv)), needles)
+
+
+CORRUPT_FILES = [
+    case("run truncated onnx", "run {bad}/trunc.onnx --ids '1 2'", "{bad}/trunc.onnx", "corrupt or truncated"),
+    case("run random onnx", "run {bad}/rand.onnx --ids 1", "{bad}/rand.onnx", "not an ONNX model"),
+    case("run empty onnx", "run {bad}/empty.onnx --ids 1", "{bad}/empty.onnx", "0 bytes"),
+    case("run random tflite", "run {bad}/rand.tflite --ids 1", "{bad}/rand.tflite", "not a TFLite model"),
+    case("run truncated tflite", "run {bad}/trunc.tflite --ids 1", "{bad}/trunc.tflite", "corrupt or truncated"),
+    case("eval truncated onnx", "eval {bad}/trunc.onnx --data {text}/data.csv --vocab {text}/vocab.txt "
+         "--labels {text}/labels.txt", "{bad}/trunc.onnx", "corrupt or truncated"),
+    case("eval random tflite", "eval {bad}/rand.tflite --data {text}/data.csv --vocab {text}/vocab.txt "
+         "--labels {text}/labels.txt", "{bad}/rand.tflite", "not a TFLite model"),
+    case("bench truncated onnx", "bench {bad}/trunc.onnx --seq 4 --batch 1 -o {out}", "{bad}/trunc.onnx",
+         "corrupt or truncated"),
+    case("bench random tflite", "bench {bad}/rand.tflite --seq 4 --batch 1 -o {out}", "{bad}/rand.tflite",
+         "not a TFLite model"),
+    case("import random pb", "import {bad}/rand.pb", "{bad}/rand.pb", "not a TensorFlow GraphDef"),
+    case("inspect pb that parses to nothing", "inspect {bad}/tiny.pb", "{bad}/tiny.pb", "not a TensorFlow GraphDef"),
+    case("compile random pb", "compile {bad}/rand.pb -o {out}", "{bad}/rand.pb", "not a TensorFlow GraphDef"),
+    case("check text as pb", "check {bad}/text.pb", "{bad}/text.pb", "not a TensorFlow GraphDef"),
+    case("import saved_model.pb alone", "import {bad}/saved_model_alone.pb -o {out}/m.bir",
+         "{bad}/saved_model_alone.pb", "SavedModel's saved_model.pb", "directory"),
+    case("import keras that is not a zip", "import {bad}/notzip.keras", "{bad}/notzip.keras", "not a .keras file"),
+    case("compile keras that is not a zip", "compile {bad}/notzip.keras -o {out}", "{bad}/notzip.keras",
+         "zip archive"),
+    case("inspect saved model without variables", "inspect {bad}/novars", "{bad}/novars", "no variables/"),
+    case("compile saved model without variables", "compile {bad}/novars -o {out}", "{bad}/novars", "variables/"),
+    case("run saved model without variables", "run {bad}/novars --ids 1", "{bad}/novars", "variables/"),
+    case("run bir without npz", "run {bad}/nonpz.bir --ids 1", "{bad}/nonpz.bir", "{bad}/nonpz.npz",
+         "does not exist"),
+    case("opt bir without npz", "opt {bad}/nonpz.bir -p dce -o {out}.bir", "{bad}/nonpz.npz", "does not exist"),
+    case("compile bir without npz", "compile {bad}/nonpz.bir -o {out}", "{bad}/nonpz.npz", "does not exist"),
+    case("run bir with corrupt npz", "run {bad}/badnpz.bir --ids 1", "{bad}/badnpz.npz", "corrupt or truncated"),
+    case("inspect bir with corrupt npz", "inspect {bad}/badnpz.bir", "{bad}/badnpz.npz", "corrupt"),
+    case("run bir with another model's npz", "run {bad}/other.bir --ids 1", "{bad}/other.npz",
+         "another model"),
+    case("compile bir with another model's npz", "compile {bad}/other.bir -o {out}", "{bad}/other.npz",
+         "another model"),
+    case("run a file bertc does not run", "run {bad}/rand.pb --ids 1", "{bad}/rand.pb", ".onnx, .tflite, .bir"),
+]
+
+CASES = CORRUPT_FILES
+
+
+@pytest.fixture(scope="module")
+def files(tf_bert_artifacts, tmp_path_factory) -> dict[str, Path]:
+    """Broken copies of the tiny BERT's files, and valid text data for eval."""
+    bad = tmp_path_factory.mktemp("bad")
+    rng = np.random.default_rng(0)
+    onnx, tflite = tf_bert_artifacts["onnx"].read_bytes(), tf_bert_artifacts["tflite"].read_bytes()
+    (bad / "trunc.onnx").write_bytes(onnx[: len(onnx) // 3])
+    (bad / "rand.onnx").write_bytes(rng.bytes(3000))
+    (bad / "empty.onnx").write_bytes(b"")
+    (bad / "rand.tflite").write_bytes(rng.bytes(3000))
+    (bad / "trunc.tflite").write_bytes(tflite[: len(tflite) // 3])
+    (bad / "rand.pb").write_bytes(rng.bytes(3000))
+    (bad / "tiny.pb").write_bytes(b"\x08\x01")  # parses as a GraphDef with one unknown field
+    (bad / "text.pb").write_text("hello world\n")
+    shutil.copy(tf_bert_artifacts["saved_model"] / "saved_model.pb", bad / "saved_model_alone.pb")
+    (bad / "notzip.keras").write_text("not a zip\n")
+    shutil.copytree(tf_bert_artifacts["saved_model"], bad / "novars")
+    shutil.rmtree(bad / "novars" / "variables")
+    bir = tf_bert_artifacts["bir"]
+    for name in ("nonpz", "badnpz", "other"):
+        shutil.copy(bir, bad / f"{name}.bir")
+    (bad / "badnpz.npz").write_bytes(bir.with_suffix(".npz").read_bytes()[:1000])
+    np.savez(bad / "other.npz", unrelated=np.zeros(3))
+
+    text = tmp_path_factory.mktemp("text")
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]
+    (text / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    (text / "data.csv").write_text("text,label\nw1 w2,a\nw3,b\n")
+    (text / "labels.txt").write_text("a\nb\nc\n")
+    return {"bad": bad, "text": text, **tf_bert_artifacts}
+
+
+def _fill(template: str, paths: dict[str, Path]) -> str:
+    return template.format(**{k: str(v) for k, v in paths.items()})
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
+def test_bad_input(c: Case, files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = {**files, "out": tmp_path / "out", "tmp": tmp_path}
+    argv = [_fill(a, paths) for a in c.argv]
+    before = {name: _snapshot(files[name]) for name in ("bad", "text")}
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, f"exit {code}: {err}"
+    assert "Traceback" not in err and "internal error" not in err
+    assert err.startswith("bertc: error: "), err
+    for needle in c.needles:
+        assert _fill(needle, paths) in err, f"{_fill(needle, paths)!r} not in: {err}"
+    # Nothing written, nothing half-written: no output, no temporaries, the inputs untouched.
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.bir").exists()
+    assert [p.name for p in tmp_path.rglob("*")] == [], sorted(tmp_path.rglob("*"))
+    assert {name: _snapshot(files[name]) for name in ("bad", "text")} == before
+
+
+def test_the_table_is_large_and_names_are_unique():
+    assert len({c.name for c in CASES}) == len(CASES)
