@@ -40,7 +40,8 @@ def _add_calib_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", metavar="FILE", help="vocab.txt or tokenizer.json to tokenize --calib text")
     p.add_argument("--calib-samples", type=int, default=256,
                    help="sentences to use, spread evenly over the file (default 256)")
-    p.add_argument("--calib-max-length", type=int, default=128, help="truncate at this many tokens (default 128)")
+    p.add_argument("--calib-max-length", type=int, default=None,
+                   help="truncate at this many tokens (default 128, at most the model's position table)")
 
 
 def _add_plugin_arg(p: argparse.ArgumentParser) -> None:

@@ -104,6 +104,7 @@ def pass_context(args: argparse.Namespace):
     from .pass_manager import PassContext
 
     calib = None
+    check_calib_options(args)
     if getattr(args, "calib", None):
         from .runtime.calib import load_calibration
 
@@ -112,9 +113,50 @@ def pass_context(args: argparse.Namespace):
             from .runtime.metadata import read_labels_file
 
             names = read_labels_file(args.labels)
-        calib = load_calibration(args.calib, args.vocab, args.calib_max_length, args.calib_samples,
+        calib = load_calibration(args.calib, args.vocab, calib_max_length(args), args.calib_samples,
                                  label_names=names)
     return PassContext(calib=calib)
+
+
+DEFAULT_CALIB_MAX_LENGTH = 128
+
+
+def calib_max_length(args: argparse.Namespace) -> int:
+    given = getattr(args, "calib_max_length", None)
+    return DEFAULT_CALIB_MAX_LENGTH if given is None else given
+
+
+def check_calib_options(args: argparse.Namespace) -> None:
+    """The numeric --calib options, before anything is read."""
+    if getattr(args, "calib_max_length", None) is not None and args.calib_max_length < 2:
+        raise BertcError(f"--calib-max-length {args.calib_max_length}: must be at least 2 ([CLS] and [SEP]).")
+    if getattr(args, "calib_samples", 1) < 1:
+        raise BertcError(f"--calib-samples {args.calib_samples}: must be at least 1.")
+
+
+def check_against_model(args: argparse.Namespace, ctx, graph: Graph, passes) -> None:
+    """Options that depend on the model, checked right after the import and before any pass runs:
+    --calib-max-length (and the --calib sequences) against the position table, each pass's own
+    (kmeans' clusters against its matrices); and a note when calibration will use random ids."""
+    from .runtime.inputs import position_table_rows
+
+    rows = position_table_rows(graph)
+    given = getattr(args, "calib_max_length", None)
+    if rows is not None and given is not None and given > rows:
+        raise BertcError(f"--calib-max-length {given}: the model's position-embedding table has {rows} rows, "
+                         f"so it takes at most {rows} tokens.", f"Pass --calib-max-length {rows} or less.")
+    if rows is not None and ctx.calib is not None:
+        longest = max((len(s["ids"]) for s in ctx.calib.sequences), default=0)
+        if longest > rows:
+            raise BertcError(f"--calib {args.calib}: a sentence is {longest} tokens long, but the model's "
+                             f"position-embedding table has {rows} rows.",
+                             f"Pass --calib-max-length {rows} (or less) to truncate the calibration text.")
+    for p in passes:
+        p.check_graph(graph)
+    if ctx.calib is None and any(getattr(p, "uses_calibration", False) for p in passes):
+        names = ", ".join(sorted({p.name for p in passes if getattr(p, "uses_calibration", False)}))
+        print(f"bertc: note: no --calib given: {names} calibrates on random token ids, not real text "
+              "(pass --calib FILE --vocab vocab.txt for ranges that match your data).", file=sys.stderr)
 
 
 def cmd_opt(args: argparse.Namespace) -> int:
@@ -126,6 +168,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
     passes = parse_pipeline(args.passes)
     ctx = pass_context(args)
     graph = load_ir(Path(args.file))
+    check_against_model(args, ctx, graph, passes)
     PassManager(passes, print_after=args.print_after_all).run(graph, ctx)
     _write_ir(graph, args.output)
     if ctx.report:

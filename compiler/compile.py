@@ -46,6 +46,18 @@ def check_output_dir(out: Path) -> None:
         raise BertcError(f"-o {out}: {parent} is not writable.", "Choose an output directory you can write to.")
 
 
+def check_compile_options(args: argparse.Namespace) -> None:
+    """Numeric options that no model could make valid, refused before any work."""
+    import math
+
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise BertcError(f"--tolerance {args.tolerance:g}: must be a number >= 0 (the largest absolute error "
+                         "allowed between an artifact and the source model), e.g. 1e-4.")
+    if args.max_drop is not None and not (0.0 <= args.max_drop <= 1.0):
+        raise BertcError(f"--max-drop {args.max_drop:g}: must be a fraction in [0, 1] (of predictions allowed "
+                         "to change), e.g. 0.01 for 1%.")
+
+
 def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, Path]:
     """Lower to each target (after checking every op is legal there) into ``staging``.
 
@@ -154,6 +166,7 @@ def compile_command(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     out = Path(args.output)
+    check_compile_options(args)
     targets = resolve_targets(args.target)
     check_output_dir(out)
     user_passes = parse_pipeline(args.passes) if args.passes else []
@@ -169,12 +182,13 @@ def compile_command(args: argparse.Namespace) -> int:
 
 def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_data, ctx, t_start: float) -> dict:
     """Import, record the reference, run the passes, then lower, verify and publish into ``out``."""
-    from .commands import load_graph
+    from .commands import check_against_model, load_graph
     from .frontend.tf import CANONICALIZE
     from .pass_manager import PassManager, parse_pipeline
 
     t0 = time.perf_counter()
     graph, frozen = load_graph(args, canonicalize=False)
+    check_against_model(args, ctx, graph, user_passes)  # before the reference and the passes run
     timings = {"import": round(time.perf_counter() - t0, 3)}
     ops_imported = graph.histogram()
     params_before = graph.num_parameters()

@@ -47,8 +47,20 @@ class Pass:
 
     name: ClassVar[str] = ""
 
+    @property
+    def uses_calibration(self) -> bool:
+        """Whether this pass reads calibration data (``--calib``; random token ids stand in without it)."""
+        return False
+
     def run(self, graph: Graph, ctx: PassContext) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def check_graph(self, graph: Graph) -> None:
+        """Refuse options this model cannot take (raise BertcError) before any pass runs.
+
+        A compile calls it for every pass right after the import, so a bad option
+        fails in seconds, not after the slow passes before it.  Default: nothing to check.
+        """
 
     @classmethod
     def summary(cls) -> str:

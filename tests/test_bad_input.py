@@ -70,7 +70,44 @@ CORRUPT_FILES = [
     case("run a file bertc does not run", "run {bad}/rand.pb --ids 1", "{bad}/rand.pb", ".onnx, .tflite, .bir"),
 ]
 
-CASES = CORRUPT_FILES
+CALIB = "--calib {text}/calib.csv --vocab {text}/vocab.txt"
+OPTIONS = [
+    case("negative tolerance", "compile {bir} -o {out} --tolerance -1", "--tolerance -1", ">= 0"),
+    case("nan tolerance", "compile {bir} -o {out} --tolerance nan", "--tolerance nan"),
+    case("max-drop above one", "compile {bir} -o {out} --max-drop 2", "--max-drop 2", "[0, 1]"),
+    case("negative max-drop", "compile {bir} -o {out} --max-drop -0.1", "--max-drop -0.1"),
+    case("kmeans with a million clusters", "compile {bir} -o {out} --passes kmeans{{clusters=1000000}}",
+         "kmeans", "clusters=1000000", "65536"),
+    case("kmeans with no clusters", "compile {bir} -o {out} --passes kmeans{{clusters=0}}", "clusters=0"),
+    case("kmeans with more clusters than weights", "compile {bir} -o {out} --passes kmeans{{clusters=5000}}",
+         "kmeans{{clusters=5000}}", "4096 weights", "min_size"),
+    case("opt kmeans with more clusters than weights", "opt {bir} -p kmeans{{clusters=4096}} -o {out}.bir",
+         "kmeans{{clusters=4096}}", "bert_classifier/"),
+    case("calib max length past the position table", f"compile {{bir}} -o {{out}} {CALIB} --calib-max-length 1000",
+         "--calib-max-length 1000", "position-embedding table has 64 rows", "!vocabulary"),
+    case("opt calib max length past the position table", f"opt {{bir}} -p calibrate {CALIB} --calib-max-length 65",
+         "--calib-max-length 65", "64 rows"),
+    case("calib sentence past the position table", "compile {bir} -o {out} --calib {text}/long.csv "
+         "--vocab {text}/vocab.txt", "--calib {text}/long.csv", "64 rows", "--calib-max-length 64"),
+    case("calib max length of one", f"compile {{bir}} -o {{out}} {CALIB} --calib-max-length 1",
+         "--calib-max-length 1", "at least 2"),
+    case("calib samples of zero", f"compile {{bir}} -o {{out}} {CALIB} --calib-samples 0", "--calib-samples 0"),
+    case("calib file missing", "compile {bir} -o {out} --calib {text}/none.csv --vocab {text}/vocab.txt",
+         "--calib {text}/none.csv", "no such file", "!--data"),
+    case("calib csv without a text column", "compile {bir} -o {out} --calib {text}/notext.csv "
+         "--vocab {text}/vocab.txt", "--calib {text}/notext.csv", "no 'text' column", "!--data"),
+    case("calib jsonl that is not json", "opt {bir} -p calibrate --calib {text}/bad.jsonl --vocab {text}/vocab.txt",
+         "--calib {text}/bad.jsonl:1", "not JSON", "!--data"),
+    case("calib not utf-8", "compile {bir} -o {out} --calib {text}/latin1.csv --vocab {text}/vocab.txt",
+         "--calib {text}/latin1.csv", "not UTF-8", "!--data"),
+    case("calib text without vocab", "compile {bir} -o {out} --calib {text}/calib.csv", "--calib", "--vocab"),
+    case("eval data not utf-8", "eval {onnx} --data {text}/latin1.csv --vocab {text}/vocab.txt "
+         "--labels {text}/labels.txt", "--data {text}/latin1.csv", "not UTF-8"),
+    case("calib with a vocab file that is missing", "compile {bir} -o {out} --calib {text}/calib.csv "
+         "--vocab {text}/none.txt", "--vocab {text}/none.txt"),
+]
+
+CASES = CORRUPT_FILES + OPTIONS
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +139,11 @@ def files(tf_bert_artifacts, tmp_path_factory) -> dict[str, Path]:
     (text / "vocab.txt").write_text("\n".join(tokens) + "\n")
     (text / "data.csv").write_text("text,label\nw1 w2,a\nw3,b\n")
     (text / "labels.txt").write_text("a\nb\nc\n")
+    (text / "calib.csv").write_text("text\nw1 w2 w3\nw4 w5\n")
+    (text / "long.csv").write_text("text\n" + " ".join(["w7"] * 80) + "\nw1\n")
+    (text / "notext.csv").write_text("sentence\nw1 w2\n")
+    (text / "bad.jsonl").write_text("{not json\n")
+    (text / "latin1.csv").write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
     return {"bad": bad, "text": text, **tf_bert_artifacts}
 
 
@@ -124,8 +166,11 @@ def test_bad_input(c: Case, files, tmp_path, capsys, monkeypatch):
     assert code == 2, f"exit {code}: {err}"
     assert "Traceback" not in err and "internal error" not in err
     assert err.startswith("bertc: error: "), err
-    for needle in c.needles:
-        assert _fill(needle, paths) in err, f"{_fill(needle, paths)!r} not in: {err}"
+    for needle in c.needles:  # "!words": must not be said (the wrong flag, the wrong table)
+        if needle.startswith("!"):
+            assert _fill(needle[1:], paths) not in err, f"{_fill(needle[1:], paths)!r} in: {err}"
+        else:
+            assert _fill(needle, paths) in err, f"{_fill(needle, paths)!r} not in: {err}"
     # Nothing written, nothing half-written: no output, no temporaries, the inputs untouched.
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.bir").exists()
     assert [p.name for p in tmp_path.rglob("*")] == [], sorted(tmp_path.rglob("*"))
@@ -134,3 +179,17 @@ def test_bad_input(c: Case, files, tmp_path, capsys, monkeypatch):
 
 def test_the_table_is_large_and_names_are_unique():
     assert len({c.name for c in CASES}) == len(CASES)
+
+
+def test_calibration_without_calib_says_so_on_the_console(files, tmp_path, capsys):
+    """Not an error, but not silent either: one line on stderr, not only a note in report.json."""
+    code = main(["opt", str(files["bir"]), "-p", "calibrate", "-o", str(tmp_path / "c.bir")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    said = [line for line in err.splitlines() if "random token ids" in line]
+    assert len(said) == 1 and "--calib" in said[0] and "calibrate" in said[0]
+    code = main(["opt", str(files["bir"]), "-p", "calibrate", "-o", str(tmp_path / "c.bir"),
+                 "--calib", str(files["text"] / "calib.csv"), "--vocab", str(files["text"] / "vocab.txt")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "random token ids" not in err
