@@ -47,6 +47,8 @@ def _add_calib_args(p: argparse.ArgumentParser) -> None:
 def _add_plugin_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
                    help="load passes from a Python file (repeatable)")
+    p.add_argument("--override", action="append", default=[], metavar="PASS",
+                   help="let a --plugin replace the existing pass PASS (repeatable); without it a clash is an error")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .diagnostics import BertcError
+from .diagnostics import BertcError, did_you_mean
 from .ir.graph import Graph
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,17 @@ def load_graph(args: argparse.Namespace, canonicalize: bool = True):
 def _load_plugins(args: argparse.Namespace) -> None:
     from .pass_manager import load_plugin
 
+    from .pass_manager import all_passes
+
+    override = getattr(args, "override", []) or []
+    unknown = [n for n in override if n not in all_passes()]
+    if unknown:
+        raise BertcError(f"--override {unknown[0]}: there is no pass '{unknown[0]}' to replace."
+                         f"{did_you_mean(unknown[0], all_passes())}", "`bertc passes` lists them.")
+    if override and not getattr(args, "plugin", None):
+        raise BertcError(f"--override {override[0]}: only a --plugin can replace a pass, and none is given.")
     for plugin in getattr(args, "plugin", []) or []:
-        names = load_plugin(plugin)
+        names = load_plugin(plugin, override)
         log.info("plugin %s registered: %s", plugin, ", ".join(names) or "nothing new")
 
 

@@ -107,7 +107,48 @@ OPTIONS = [
          "--vocab {text}/none.txt", "--vocab {text}/none.txt"),
 ]
 
-CASES = CORRUPT_FILES + OPTIONS
+PLUGINS = [
+    case("plugin pass named like a built-in (opt)", "opt {bir} -p dce --plugin {plugins}/clash.py -o {out}.bir",
+         "plugin {plugins}/clash.py", "'dce'", "bertc.passes.dce", "--override dce"),
+    case("plugin pass named like a built-in (compile)", "compile {bir} -o {out} --plugin {plugins}/clash.py",
+         "{plugins}/clash.py", "'dce'"),
+    case("plugin pass named like a built-in (passes)", "passes --plugin {plugins}/clash.py", "{plugins}/clash.py",
+         "'dce'"),
+    case("two plugins with one pass name", "opt {bir} -p twin --plugin {plugins}/twin_a.py "
+         "--plugin {plugins}/twin_b.py -o {out}.bir", "{plugins}/twin_b.py", "'twin'", "bertc_plugin_twin_a"),
+    case("override of a pass that does not exist", "opt {bir} -p dce --plugin {plugins}/clash.py "
+         "--override dcx -o {out}.bir", "--override dcx", "Did you mean 'dce'"),
+    case("override without a plugin", "compile {bir} -o {out} --override dce", "--override dce", "--plugin"),
+    case("plugin that does not import", "opt {bir} -p dce --plugin {plugins}/broken.py -o {out}.bir",
+         "plugin {plugins}/broken.py failed to import", "NameError"),
+    case("plugin file missing", "compile {bir} -o {out} --plugin {plugins}/none.py", "{plugins}/none.py",
+         "does not exist"),
+]
+
+CASES = CORRUPT_FILES + OPTIONS + PLUGINS
+
+PLUGIN_PASS = """
+from dataclasses import dataclass
+from bertc.pass_manager import Pass, register_pass
+
+
+@register_pass
+@dataclass(frozen=True)
+class {cls}(Pass):
+    \"\"\"A plugin pass that changes nothing.\"\"\"
+    name = "{name}"
+
+    def run(self, graph, ctx):
+        return False
+"""
+
+
+@pytest.fixture(autouse=True)
+def _registry(monkeypatch):
+    """Each case gets the pass registry as it was, whatever a plugin did to it."""
+    from bertc import pass_manager
+
+    monkeypatch.setattr(pass_manager, "_PASSES", dict(pass_manager.all_passes()))
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +185,12 @@ def files(tf_bert_artifacts, tmp_path_factory) -> dict[str, Path]:
     (text / "notext.csv").write_text("sentence\nw1 w2\n")
     (text / "bad.jsonl").write_text("{not json\n")
     (text / "latin1.csv").write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
-    return {"bad": bad, "text": text, **tf_bert_artifacts}
+    plugins = tmp_path_factory.mktemp("plugins")
+    (plugins / "clash.py").write_text(PLUGIN_PASS.format(cls="MyDce", name="dce"))
+    (plugins / "twin_a.py").write_text(PLUGIN_PASS.format(cls="TwinA", name="twin"))
+    (plugins / "twin_b.py").write_text(PLUGIN_PASS.format(cls="TwinB", name="twin"))
+    (plugins / "broken.py").write_text("undefined_name\n")
+    return {"bad": bad, "text": text, "plugins": plugins, **tf_bert_artifacts}
 
 
 def _fill(template: str, paths: dict[str, Path]) -> str:
@@ -160,7 +206,7 @@ def test_bad_input(c: Case, files, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     paths = {**files, "out": tmp_path / "out", "tmp": tmp_path}
     argv = [_fill(a, paths) for a in c.argv]
-    before = {name: _snapshot(files[name]) for name in ("bad", "text")}
+    before = {name: _snapshot(files[name]) for name in ("bad", "text", "plugins")}
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2, f"exit {code}: {err}"
@@ -174,7 +220,7 @@ def test_bad_input(c: Case, files, tmp_path, capsys, monkeypatch):
     # Nothing written, nothing half-written: no output, no temporaries, the inputs untouched.
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.bir").exists()
     assert [p.name for p in tmp_path.rglob("*")] == [], sorted(tmp_path.rglob("*"))
-    assert {name: _snapshot(files[name]) for name in ("bad", "text")} == before
+    assert {name: _snapshot(files[name]) for name in ("bad", "text", "plugins")} == before
 
 
 def test_the_table_is_large_and_names_are_unique():
@@ -193,3 +239,25 @@ def test_calibration_without_calib_says_so_on_the_console(files, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 0, err
     assert "random token ids" not in err
+
+
+def test_override_lets_a_plugin_replace_a_pass(files, tmp_path, capsys, caplog):
+    from bertc.pass_manager import all_passes
+
+    builtin = all_passes()["dce"]
+    code = main(["opt", str(files["bir"]), "-p", "dce", "--plugin", str(files["plugins"] / "clash.py"),
+                 "--override", "dce", "-o", str(tmp_path / "x.bir")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert all_passes()["dce"] is not builtin and all_passes()["dce"].__name__ == "MyDce"
+    assert "replaces the pass 'dce'" in caplog.text
+
+
+def test_a_refused_plugin_leaves_the_registry_as_it_was(files):
+    from bertc.diagnostics import BertcError
+    from bertc.pass_manager import all_passes, load_plugin
+
+    before = all_passes()
+    with pytest.raises(BertcError, match="'dce'"):
+        load_plugin(files["plugins"] / "clash.py")
+    assert all_passes() == before
