@@ -60,6 +60,11 @@ def _missing_weights(path: Path, npz: Path, first: str) -> None:
 def load_graph(args: argparse.Namespace, canonicalize: bool = True):
     """A graph from a TF model or IR text; returns (graph, frozen model or None)."""
     path = Path(args.model)
+    names = [f for f in ("--inputs", "--outputs") if getattr(args, f[2:], None)]
+    if names and path.suffix not in (".pb", ".pbtxt"):
+        raise BertcError(f"{names[0]} names nodes of a frozen GraphDef (.pb), but {path} is not one: "
+                         "a SavedModel, .keras or .bir model declares its own inputs and outputs.",
+                         f"Drop {' and '.join(names)}; for a SavedModel, choose a signature with --signature.")
     if path.suffix == ".bir":
         return load_ir(path), None
     from .frontend.tf import import_model

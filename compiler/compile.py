@@ -32,18 +32,18 @@ def resolve_targets(spec: str) -> list[Target]:
     return [get_target(n) for n in names]
 
 
-def check_output_dir(out: Path) -> None:
-    """Fail before any work when OUT cannot receive the artifacts."""
+def check_output_dir(out: Path, flag: str = "-o") -> None:
+    """Fail before any work when ``out`` (given as ``flag``) cannot receive files."""
     if out.exists() and not out.is_dir():
-        raise BertcError(f"-o {out}: exists and is a file, not a directory.", "Pass a directory to write into.")
+        raise BertcError(f"{flag} {out}: exists and is a file, not a directory.", "Pass a directory to write into.")
     parent = out if out.exists() else out.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise BertcError(f"-o {out}: {parent} is a file, so the directory cannot be created.",
+        raise BertcError(f"{flag} {out}: {parent} is a file, so the directory cannot be created.",
                          "Pass a directory path.")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise BertcError(f"-o {out}: {parent} is not writable.", "Choose an output directory you can write to.")
+        raise BertcError(f"{flag} {out}: {parent} is not writable.", "Choose a directory you can write to.")
 
 
 def check_compile_options(args: argparse.Namespace) -> None:
@@ -169,6 +169,8 @@ def compile_command(args: argparse.Namespace) -> int:
     check_compile_options(args)
     targets = resolve_targets(args.target)
     check_output_dir(out)
+    if args.dump_ir:
+        check_output_dir(Path(args.dump_ir), "--dump-ir")
     user_passes = parse_pipeline(args.passes) if args.passes else []
     verify_data = Path(args.verify_data) if args.verify_data else None
     if verify_data is not None and not verify_data.is_file():

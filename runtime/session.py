@@ -63,6 +63,7 @@ def open_session(path: str | os.PathLike | bytes, kind: str | None = None, threa
             raise BertcError(f"{p}: no such file or directory.")
         suffix = p.suffix if p.is_file() else ""
         if p.is_dir():
+            _refuse_artifact_dir(p)
             from ..frontend.tf_loader import load_model
 
             return TFSession(load_model(p))
@@ -97,3 +98,16 @@ def corrupt_artifact(path, error: Exception) -> BertcError:
     return BertcError(f"{path}: not {what} its runtime can load ({size} bytes; {first}); the file is "
                       "corrupt or truncated.",
                       "Compile it again (bertc compile MODEL -o DIR), or copy it again in full.")
+
+
+def _refuse_artifact_dir(p: Path) -> None:
+    """A directory that holds artifacts (a ``bertc compile`` output) rather than a SavedModel:
+    say which files to pass instead of "not a SavedModel"."""
+    if (p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists():
+        return
+    found = sorted(f.name for f in p.iterdir() if f.suffix in (".onnx", ".tflite", ".bir") and f.is_file())
+    if found:
+        listed = ", ".join(str(p / f) for f in found)
+        raise BertcError(f"{p}: a directory of artifacts (a bertc compile output?), not a SavedModel; "
+                         f"pass one of its files: {listed}.",
+                         f"e.g. bertc run {p / found[0]} --ids \"101 2023 102\"")
