@@ -3,14 +3,18 @@
 
 Each case is a command line with placeholders (``{onnx}``, ``{out}`` …) filled from the
 shared broken and healthy files below, and the words its message must contain.  Cases run
-in-process through ``bertc.cli.main``; the signal cases, which need a process to kill, are
-in tests/test_signals.py.
+in-process through ``bertc.cli.main``, except the signal cases, which need a process to kill:
+each runs bertc in a child that stalls once its temporaries exist (``DRIVER`` patches the
+step after them to wait), so the signal always lands while they are on disk.
 """
 
 from __future__ import annotations
 
 import shlex
 import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +28,12 @@ from bertc.cli import main
 class Case:
     name: str
     argv: tuple[str, ...]  # "{placeholders}" filled from the files fixture and the test's own paths
-    needles: tuple[str, ...]  # words the message must contain (placeholders filled the same way)
+    needles: tuple[str, ...]  # words the message must contain ("!words": must not); placeholders filled
+    setup: tuple[str, ...] = ()  # files made in the test's directory first ("afile", "dir/x.txt")
 
 
-def case(name: str, argv: str, *needles: str) -> Case:
-    return Case(name, tuple(shlex.split(argv)), needles)
+def case(name: str, argv: str, *needles: str, setup: tuple[str, ...] = ()) -> Case:
+    return Case(name, tuple(shlex.split(argv)), needles, setup)
 
 
 CORRUPT_FILES = [
@@ -125,7 +130,65 @@ PLUGINS = [
          "does not exist"),
 ]
 
-CASES = CORRUPT_FILES + OPTIONS + PLUGINS
+MISLEADING = [
+    case("ids past the position table (onnx)", "run {onnx} --ids '" + " ".join(["5"] * 65) + "'",
+         "65 tokens", "position-embedding table", "64 rows", "!vocabulary"),
+    case("ids past the position table (bir)", "run {bir} --ids '" + " ".join(["5"] * 65) + "'",
+         "position-embedding table", "!vocabulary"),
+    case("eval max length past the position table", "eval {onnx} --data {text}/data.csv --vocab {text}/vocab.txt "
+         "--labels {text}/labels.txt --max-length 65", "--max-length 65", "64 rows"),
+    case("run a compile output directory", "run {compiled} --ids 1", "{compiled}", "pass one of its files",
+         "{compiled}/model.onnx", "{compiled}/model.tflite", "!saved_model.pb"),
+    case("eval a compile output directory", "eval {compiled} --data {text}/data.csv --vocab {text}/vocab.txt "
+         "--labels {text}/labels.txt", "{compiled}/model.onnx"),
+    case("negative id on onnx", "run {onnx} --ids '2 -1 3'", "token id -1", "100 ids", "{onnx}"),
+    case("negative id on tflite", "run {tflite} --ids '-5'", "token id -5", "100 ids"),
+    case("negative id on bir", "run {bir} --ids '2 -1'", "token id -1", "100 ids"),
+    case("negative id on a saved model", "run {saved_model} --ids '-1'", "token id -1", "100 ids"),
+    case("id past the vocabulary", "run {onnx} --ids '2 100'", "token id 100", "0..99"),
+    case("eval with a vocabulary larger than the model's", "eval {onnx} --data {text}/data_big.csv "
+         "--vocab {text}/vocab_big.txt --labels {text}/labels.txt", "--vocab", "token id 105", "100 ids"),
+    case("inputs on a saved model", "compile {saved_model} -o {out} --inputs input_ids", "--inputs",
+         "frozen GraphDef", "--signature"),
+    case("outputs on ir text", "inspect {bir} --outputs logits", "--outputs", "{bir}"),
+]
+
+PATHS_AND_OUTPUTS = [
+    case("missing model", "compile {tmp}/nope -o {out}", "{tmp}/nope", "no such file"),
+    case("directory that is not a saved model", "inspect {text}", "{text}", "not a SavedModel"),
+    case("unknown extension", "import {text}/labels.txt", "{text}/labels.txt", "not a model bertc can read"),
+    case("unknown target", "compile {bir} -o {out} --target coreml", "coreml", "onnx, tflite"),
+    case("check unknown target", "check {bir} --target onnx,tpu", "tpu"),
+    case("unknown signature", "inspect {saved_model} --signature serving", "serving", "serving_default"),
+    case("unknown pass", "opt {bir} -p fold_constant", "fold_constant", "fold_constants"),
+    case("unknown pass option", "compile {bir} -o {out} --passes cse{{aggressive=true}}", "cse", "aggressive"),
+    case("run ids that are not integers", "run {onnx} --ids '1 x'", "--ids", "integers"),
+    case("run empty ids", "run {onnx} --ids ''", "--ids", "empty"),
+    case("verify data missing", "compile {bir} -o {out} --verify-data {tmp}/none.npz", "--verify-data",
+         "{tmp}/none.npz"),
+    case("labels file missing", "compile {bir} -o {out} --labels {tmp}/none.txt", "--labels {tmp}/none.txt"),
+    case("labels of the wrong count", "compile {bir} -o {out} --target onnx --labels {text}/labels2.txt",
+         "--labels {text}/labels2.txt", "2 labels", "3 logits"),
+    case("output is a file", "compile {bir} -o {tmp}/afile", "-o {tmp}/afile", "is a file", setup=("afile",)),
+    case("output under a file", "compile {bir} -o {tmp}/afile/sub", "{tmp}/afile", setup=("afile",)),
+    case("dump-ir is a file", "compile {bir} -o {out} --dump-ir {tmp}/afile", "--dump-ir {tmp}/afile",
+         setup=("afile",)),
+    case("import into a missing directory", "import {saved_model} -o {tmp}/nodir/m.bir", "{tmp}/nodir",
+         "does not exist"),
+    case("opt into a missing directory", "opt {bir} -p dce -o {tmp}/nodir/x.bir", "{tmp}/nodir"),
+    case("eval report into a missing directory", "eval {onnx} --data {text}/data.csv --vocab {text}/vocab.txt "
+         "--labels {text}/labels.txt -o {tmp}/nodir/r.json", "{tmp}/nodir/r.json"),
+    case("analyze json into a missing directory", "analyze {bir} --json {tmp}/nodir/r.json", "--json",
+         "{tmp}/nodir"),
+    case("bench output is a file", "bench {onnx} --seq 4 --batch 1 --runs 1 -o {tmp}/afile", "-o {tmp}/afile",
+         setup=("afile",)),
+    case("bench sequence of zero", "bench {onnx} --seq 0", "--seq"),
+    case("eval batch of zero", "eval {onnx} --data {text}/data.csv --vocab {text}/vocab.txt --batch 0",
+         "--batch"),
+    case("eval data missing", "eval {onnx} --data {tmp}/none.csv --vocab {text}/vocab.txt", "--data {tmp}/none.csv"),
+]
+
+CASES = CORRUPT_FILES + OPTIONS + PLUGINS + MISLEADING + PATHS_AND_OUTPUTS
 
 PLUGIN_PASS = """
 from dataclasses import dataclass
@@ -180,6 +243,10 @@ def files(tf_bert_artifacts, tmp_path_factory) -> dict[str, Path]:
     (text / "vocab.txt").write_text("\n".join(tokens) + "\n")
     (text / "data.csv").write_text("text,label\nw1 w2,a\nw3,b\n")
     (text / "labels.txt").write_text("a\nb\nc\n")
+    (text / "labels2.txt").write_text("a\nb\n")
+    big = tokens + [f"x{i}" for i in range(20)]
+    (text / "vocab_big.txt").write_text("\n".join(big) + "\n")
+    (text / "data_big.csv").write_text("text,label\nw1,a\nx5,b\n")
     (text / "calib.csv").write_text("text\nw1 w2 w3\nw4 w5\n")
     (text / "long.csv").write_text("text\n" + " ".join(["w7"] * 80) + "\nw1\n")
     (text / "notext.csv").write_text("sentence\nw1 w2\n")
@@ -190,7 +257,8 @@ def files(tf_bert_artifacts, tmp_path_factory) -> dict[str, Path]:
     (plugins / "twin_a.py").write_text(PLUGIN_PASS.format(cls="TwinA", name="twin"))
     (plugins / "twin_b.py").write_text(PLUGIN_PASS.format(cls="TwinB", name="twin"))
     (plugins / "broken.py").write_text("undefined_name\n")
-    return {"bad": bad, "text": text, "plugins": plugins, **tf_bert_artifacts}
+    return {"bad": bad, "text": text, "plugins": plugins, "compiled": tf_bert_artifacts["out"],
+            **{k: v for k, v in tf_bert_artifacts.items() if k != "out"}}
 
 
 def _fill(template: str, paths: dict[str, Path]) -> str:
@@ -206,7 +274,11 @@ def test_bad_input(c: Case, files, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     paths = {**files, "out": tmp_path / "out", "tmp": tmp_path}
     argv = [_fill(a, paths) for a in c.argv]
-    before = {name: _snapshot(files[name]) for name in ("bad", "text", "plugins")}
+    for rel in c.setup:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    made = _snapshot(tmp_path)
+    before = {name: _snapshot(files[name]) for name in ("bad", "text", "plugins", "compiled")}
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2, f"exit {code}: {err}"
@@ -219,11 +291,13 @@ def test_bad_input(c: Case, files, tmp_path, capsys, monkeypatch):
             assert _fill(needle, paths) in err, f"{_fill(needle, paths)!r} not in: {err}"
     # Nothing written, nothing half-written: no output, no temporaries, the inputs untouched.
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.bir").exists()
-    assert [p.name for p in tmp_path.rglob("*")] == [], sorted(tmp_path.rglob("*"))
-    assert {name: _snapshot(files[name]) for name in ("bad", "text", "plugins")} == before
+    assert _snapshot(tmp_path) == made and len(list(tmp_path.rglob("*"))) == len(made), \
+        sorted(tmp_path.rglob("*"))
+    assert {name: _snapshot(files[name]) for name in ("bad", "text", "plugins", "compiled")} == before
 
 
 def test_the_table_is_large_and_names_are_unique():
+    assert len(CASES) >= 60
     assert len({c.name for c in CASES}) == len(CASES)
 
 
@@ -261,3 +335,65 @@ def test_a_refused_plugin_leaves_the_registry_as_it_was(files):
     with pytest.raises(BertcError, match="'dce'"):
         load_plugin(files["plugins"] / "clash.py")
     assert all_passes() == before
+
+
+
+# ------------------------------------------------------------------ signals, in a child process
+DRIVER = """
+import sys, time
+import bertc.compile, bertc.ir.serialize
+
+def stall(*args, **kwargs):
+    print("READY", flush=True)
+    time.sleep(300)
+
+bertc.compile.verify_artifacts = stall   # compile: the artifacts are in the staging dir
+bertc.ir.serialize._publish = stall      # import -o: the .bir and .npz temporaries are written
+from bertc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+SIGNALS = [  # (name, signal, argv, the directory watched, what it holds before)
+    ("SIGTERM during compile", signal.SIGTERM, "compile {saved_model} --target onnx -o {tmp}/out", "out",
+     ("keep.txt",)),
+    ("SIGHUP during compile", signal.SIGHUP, "compile {saved_model} --target onnx -o {tmp}/out", "out",
+     ("keep.txt",)),
+    ("SIGINT during compile", signal.SIGINT, "compile {bir} --target tflite -o {tmp}/out", "out", ("keep.txt",)),
+    ("SIGTERM during compile into a new directory", signal.SIGTERM,
+     "compile {bir} --target onnx -o {tmp}/new/out", "new/out", ()),
+    ("SIGTERM during import -o", signal.SIGTERM, "import {saved_model} -o {tmp}/ir/model.bir", "ir", ("model.bir",)),
+    ("SIGHUP during import -o", signal.SIGHUP, "import {saved_model} -o {tmp}/ir/model.bir", "ir", ("model.bir",)),
+]
+
+
+def _watched(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+@pytest.mark.parametrize("name,sig,argv,watch,before", SIGNALS, ids=[s[0] for s in SIGNALS])
+def test_signal_leaves_nothing_half_written(name, sig, argv, watch, before, files, tmp_path):
+    for rel in before:
+        (tmp_path / watch / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / watch / rel).write_text("old")
+    (tmp_path / "driver.py").write_text(DRIVER)
+    paths = {**files, "tmp": tmp_path}
+    argv = [_fill(a, paths) for a in shlex.split(argv)]
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "READY", proc.communicate()[1][-2000:]
+        assert set(_watched(tmp_path / watch)) - set(before), "the temporaries exist when the signal is sent"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err and err.startswith("bertc: ")
+    assert signal.Signals(sig).name in err or "interrupted" in err
+    assert _watched(tmp_path / watch) == sorted(before)  # no temporaries, no half of a pair, no new files
+    assert all((tmp_path / watch / rel).read_text() == "old" for rel in before)
+    if not before:
+        assert not (tmp_path / watch).exists()  # the directory this compile created goes too
