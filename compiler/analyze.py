@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from .commands import load_graph, pass_context
+    from .commands import check_against_model, load_graph, pass_context
     from .frontend.tf import CANONICALIZE
     from .pass_manager import PassManager, parse_pipeline
 
@@ -52,6 +52,7 @@ def command(args: argparse.Namespace) -> int:
     ctx = pass_context(args)  # before the slow import, so a bad --calib fails fast
     [quant] = parse_pipeline(f'quant_full{{exclude="{args.exclude}"}}')
     graph, _ = load_graph(args, canonicalize=False)
+    check_against_model(args, ctx, graph, [])
     calibrate = f"calibrate{{method={args.method}}}"
     PassManager(parse_pipeline(f"{CANONICALIZE},{calibrate}" if CANONICALIZE else calibrate)).run(graph, ctx)
     from .analysis.sensitivity import calibration_batches

@@ -40,22 +40,15 @@ def _add_calib_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", metavar="FILE", help="vocab.txt or tokenizer.json to tokenize --calib text")
     p.add_argument("--calib-samples", type=int, default=256,
                    help="sentences to use, spread evenly over the file (default 256)")
-    p.add_argument("--calib-max-length", type=int, default=128, help="truncate at this many tokens (default 128)")
-
-
-def _tolerance(text: str):
-    """``--tolerance RTOL[,ATOL]`` as a ``Tolerance`` (argparse reports a bad value, exit 2)."""
-    from .runtime.fidelity import Tolerance
-
-    try:
-        return Tolerance.parse(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r}: {e} (e.g. 2e-5 or 2e-5,1e-6)") from None
+    p.add_argument("--calib-max-length", type=int, default=None,
+                   help="truncate at this many tokens (default 128, at most the model's position table)")
 
 
 def _add_plugin_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
                    help="load passes from a Python file (repeatable)")
+    p.add_argument("--override", action="append", default=[], metavar="PASS",
+                   help="let a --plugin replace the existing pass PASS (repeatable); without it a clash is an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not rewrite ops a target lacks (the compile then fails on them)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against TensorFlow")
     p.add_argument("--verify-data", metavar="FILE", help=".npz of real inputs to verify with")
-    p.add_argument("--tolerance", type=_tolerance, default=_tolerance("2e-5,1e-6"), metavar="RTOL[,ATOL]",
+    p.add_argument("--tolerance", default="2e-5,1e-6", metavar="RTOL[,ATOL]",
                    help="exact check: every output element within ATOL + RTOL * (|ref| + rms(ref)) of the "
                         "source (default 2e-5,1e-6; also rtol=X,atol=Y)")
     p.add_argument("--labels", metavar="FILE", help="class labels in logit order, one per line; stored in each artifact")
@@ -157,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    from .tempfiles import Terminated, signals_raise
+
     try:
         from . import commands
         from .quiet import native_stderr_silenced
 
         handler = getattr(args, "handler", None) or getattr(commands, f"cmd_{args.command}")
-        with native_stderr_silenced(enabled=not args.verbose):
+        with signals_raise(), native_stderr_silenced(enabled=not args.verbose):
             return int(handler(args) or 0)
     except BertcError as e:
         if args.debug:
@@ -174,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bertc: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:  # SIGTERM / SIGHUP: the cleanup ran on the way out, as for Ctrl-C
+        print(f"bertc: stopped by {e}; nothing was written", file=sys.stderr)
+        return 128 + e.signum
     except Exception as e:  # a bug: say so in one line unless asked for the traceback
         if args.debug:
             raise

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import zipfile
 from pathlib import Path
 
-from .diagnostics import BertcError
+from .diagnostics import BertcError, did_you_mean
 from .ir.graph import Graph
 
 log = logging.getLogger(__name__)
@@ -23,13 +24,22 @@ def load_ir(path: Path) -> Graph:
     from .ir.serialize import load
     from .ir.verifier import VerifyError, verify
 
+    from .ir.serialize import weights_path
+
     if not path.is_file():
         raise BertcError(f"{path}: no such file.")
+    npz = weights_path(path)
     try:
         graph = load(path)
         verify(graph)
     except ParseError as e:
-        raise BertcError(f"{path}:{e.line_no}: {str(e).splitlines()[0].split(': ', 1)[-1]}\n  {e.line.strip()}") from None
+        first = str(e).splitlines()[0].split(': ', 1)[-1]
+        if "is not in the weights stored beside" in first:
+            _missing_weights(path, npz, first)
+        raise BertcError(f"{path}:{e.line_no}: {first}\n  {e.line.strip()}") from None
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise BertcError(f"{npz}: the weights beside {path.name} are corrupt or truncated (not an .npz archive: "
+                         f"{e}).", "Write the pair again: bertc import MODEL -o FILE.bir.") from None
     except VerifyError as e:
         raise BertcError(f"{path}: the IR is invalid: {e}") from None
     except (OSError, ValueError) as e:
@@ -37,9 +47,24 @@ def load_ir(path: Path) -> Graph:
     return graph
 
 
+def _missing_weights(path: Path, npz: Path, first: str) -> None:
+    """The .bir names a weight its .npz lacks: say whether the .npz is missing or another model's."""
+    if not npz.exists():
+        raise BertcError(f"{path}: its weights file {npz} does not exist ({first.split(' is not')[0]} and the "
+                         "others are stored there).", "Keep the .npz that bertc wrote beside the .bir.")
+    raise BertcError(f"{path}: {npz} does not hold its weights ({first.split(' is not')[0]} is missing): "
+                     "the .npz belongs to another model or another version of this one.",
+                     "Write the pair again: bertc import MODEL -o FILE.bir.")
+
+
 def load_graph(args: argparse.Namespace, canonicalize: bool = True):
     """A graph from a TF model or IR text; returns (graph, frozen model or None)."""
     path = Path(args.model)
+    names = [f for f in ("--inputs", "--outputs") if getattr(args, f[2:], None)]
+    if names and path.suffix not in (".pb", ".pbtxt"):
+        raise BertcError(f"{names[0]} names nodes of a frozen GraphDef (.pb), but {path} is not one: "
+                         "a SavedModel, .keras or .bir model declares its own inputs and outputs.",
+                         f"Drop {' and '.join(names)}; for a SavedModel, choose a signature with --signature.")
     if path.suffix == ".bir":
         return load_ir(path), None
     from .frontend.tf import import_model
@@ -50,8 +75,17 @@ def load_graph(args: argparse.Namespace, canonicalize: bool = True):
 def _load_plugins(args: argparse.Namespace) -> None:
     from .pass_manager import load_plugin
 
+    from .pass_manager import all_passes
+
+    override = getattr(args, "override", []) or []
+    unknown = [n for n in override if n not in all_passes()]
+    if unknown:
+        raise BertcError(f"--override {unknown[0]}: there is no pass '{unknown[0]}' to replace."
+                         f"{did_you_mean(unknown[0], all_passes())}", "`bertc passes` lists them.")
+    if override and not getattr(args, "plugin", None):
+        raise BertcError(f"--override {override[0]}: only a --plugin can replace a pass, and none is given.")
     for plugin in getattr(args, "plugin", []) or []:
-        names = load_plugin(plugin)
+        names = load_plugin(plugin, override)
         log.info("plugin %s registered: %s", plugin, ", ".join(names) or "nothing new")
 
 
@@ -62,9 +96,12 @@ def _write_ir(graph: Graph, out: str | None) -> None:
     if out is None:
         sys.stdout.write(print_graph(graph))
         return
+    from .tempfiles import sweep_stale
+
     path = Path(out)
     if not path.parent.exists():
         raise BertcError(f"{path.parent}: directory does not exist.")
+    sweep_stale(path.parent)
     save(graph, path)
     print(f"wrote {path}", file=sys.stderr)
 
@@ -81,6 +118,7 @@ def pass_context(args: argparse.Namespace):
     from .pass_manager import PassContext
 
     calib = None
+    check_calib_options(args)
     if getattr(args, "calib", None):
         from .runtime.calib import load_calibration
 
@@ -89,9 +127,50 @@ def pass_context(args: argparse.Namespace):
             from .runtime.metadata import read_labels_file
 
             names = read_labels_file(args.labels)
-        calib = load_calibration(args.calib, args.vocab, args.calib_max_length, args.calib_samples,
+        calib = load_calibration(args.calib, args.vocab, calib_max_length(args), args.calib_samples,
                                  label_names=names)
     return PassContext(calib=calib)
+
+
+DEFAULT_CALIB_MAX_LENGTH = 128
+
+
+def calib_max_length(args: argparse.Namespace) -> int:
+    given = getattr(args, "calib_max_length", None)
+    return DEFAULT_CALIB_MAX_LENGTH if given is None else given
+
+
+def check_calib_options(args: argparse.Namespace) -> None:
+    """The numeric --calib options, before anything is read."""
+    if getattr(args, "calib_max_length", None) is not None and args.calib_max_length < 2:
+        raise BertcError(f"--calib-max-length {args.calib_max_length}: must be at least 2 ([CLS] and [SEP]).")
+    if getattr(args, "calib_samples", 1) < 1:
+        raise BertcError(f"--calib-samples {args.calib_samples}: must be at least 1.")
+
+
+def check_against_model(args: argparse.Namespace, ctx, graph: Graph, passes) -> None:
+    """Options that depend on the model, checked right after the import and before any pass runs:
+    --calib-max-length (and the --calib sequences) against the position table, each pass's own
+    (kmeans' clusters against its matrices); and a note when calibration will use random ids."""
+    from .runtime.inputs import position_table_rows
+
+    rows = position_table_rows(graph)
+    given = getattr(args, "calib_max_length", None)
+    if rows is not None and given is not None and given > rows:
+        raise BertcError(f"--calib-max-length {given}: the model's position-embedding table has {rows} rows, "
+                         f"so it takes at most {rows} tokens.", f"Pass --calib-max-length {rows} or less.")
+    if rows is not None and ctx.calib is not None:
+        longest = max((len(s["ids"]) for s in ctx.calib.sequences), default=0)
+        if longest > rows:
+            raise BertcError(f"--calib {args.calib}: a sentence is {longest} tokens long, but the model's "
+                             f"position-embedding table has {rows} rows.",
+                             f"Pass --calib-max-length {rows} (or less) to truncate the calibration text.")
+    for p in passes:
+        p.check_graph(graph)
+    if ctx.calib is None and any(getattr(p, "uses_calibration", False) for p in passes):
+        names = ", ".join(sorted({p.name for p in passes if getattr(p, "uses_calibration", False)}))
+        print(f"bertc: note: no --calib given: {names} calibrates on random token ids, not real text "
+              "(pass --calib FILE --vocab vocab.txt for ranges that match your data).", file=sys.stderr)
 
 
 def cmd_opt(args: argparse.Namespace) -> int:
@@ -103,6 +182,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
     passes = parse_pipeline(args.passes)
     ctx = pass_context(args)
     graph = load_ir(Path(args.file))
+    check_against_model(args, ctx, graph, passes)
     PassManager(passes, print_after=args.print_after_all).run(graph, ctx)
     _write_ir(graph, args.output)
     if ctx.report:

@@ -2,7 +2,8 @@
 
 Everything is produced in memory and checked first; only then are the files
 written, each through a temporary name renamed into OUT.  A failed compile
-(bad input, an op a target lacks, broken parity) leaves OUT as it was.
+(bad input, an op a target lacks, broken parity) leaves OUT as it was; how OUT
+is locked, staged and kept consistent is ``bertc.outdir``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from .diagnostics import BertcError, VerificationFailed
 from .ir.graph import Graph
+from .outdir import Staging, locked_output
 from .targets.base import LoweringError, Target, get_target
 
 log = logging.getLogger(__name__)
@@ -31,18 +32,35 @@ def resolve_targets(spec: str) -> list[Target]:
     return [get_target(n) for n in names]
 
 
-def check_output_dir(out: Path) -> None:
-    """Fail before any work when OUT cannot receive the artifacts."""
+def check_output_dir(out: Path, flag: str = "-o") -> None:
+    """Fail before any work when ``out`` (given as ``flag``) cannot receive files."""
     if out.exists() and not out.is_dir():
-        raise BertcError(f"-o {out}: exists and is a file, not a directory.", "Pass a directory to write into.")
+        raise BertcError(f"{flag} {out}: exists and is a file, not a directory.", "Pass a directory to write into.")
     parent = out if out.exists() else out.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise BertcError(f"-o {out}: {parent} is a file, so the directory cannot be created.",
+        raise BertcError(f"{flag} {out}: {parent} is a file, so the directory cannot be created.",
                          "Pass a directory path.")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise BertcError(f"-o {out}: {parent} is not writable.", "Choose an output directory you can write to.")
+        raise BertcError(f"{flag} {out}: {parent} is not writable.", "Choose a directory you can write to.")
+
+
+def check_compile_options(args: argparse.Namespace) -> None:
+    """Numeric options that no model could make valid, refused before any work
+    (``--tolerance`` becomes a ``Tolerance``)."""
+    from .runtime.fidelity import Tolerance
+
+    if isinstance(args.tolerance, str):
+        try:
+            args.tolerance = Tolerance.parse(args.tolerance)
+        except ValueError as e:
+            raise BertcError(f"--tolerance {args.tolerance}: {e}.",
+                             "Give RTOL or RTOL,ATOL (numbers >= 0), e.g. --tolerance 2e-5,1e-6: every "
+                             "output element within ATOL + RTOL * (|ref| + rms(ref)) of the source.") from None
+    if args.max_drop is not None and not (0.0 <= args.max_drop <= 1.0):
+        raise BertcError(f"--max-drop {args.max_drop:g}: must be a fraction in [0, 1] (of predictions allowed "
+                         "to change), e.g. 0.01 for 1%.")
 
 
 def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, Path]:
@@ -197,55 +215,38 @@ def _store_labels(args, graph: Graph, artifacts: dict[str, Path], staging: Path)
     return labels
 
 
-class Staging:
-    """A hidden directory inside OUT where artifacts are built; ``commit`` renames them into OUT.
-
-    On failure everything staged is removed, and OUT too when this compile created it.
-    """
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.created_out = not out.exists()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            self.dir = Path(tempfile.mkdtemp(prefix=".bertc-", dir=out))
-        except OSError as e:
-            raise BertcError(f"-o {out}: cannot write there ({e.strerror}).") from None
-
-    def commit(self) -> None:
-        mask = os.umask(0)
-        os.umask(mask)
-        for p in sorted(self.dir.iterdir()):
-            os.chmod(p, 0o666 & ~mask)
-            os.replace(p, self.out / p.name)
-        self.dir.rmdir()
-
-    def abandon(self) -> None:
-        if self.dir.exists():
-            for p in self.dir.iterdir():
-                p.unlink()
-            self.dir.rmdir()
-        if self.created_out and self.out.exists() and not any(self.out.iterdir()):
-            self.out.rmdir()
-
-
 def compile_command(args: argparse.Namespace) -> int:
-    from .commands import load_graph, pass_context
-    from .frontend.tf import CANONICALIZE
-    from .pass_manager import PassManager, parse_pipeline
+    """``bertc compile``: check the options, then compile into OUT while holding its lock."""
+    from .commands import pass_context
+    from .pass_manager import parse_pipeline
 
     t_start = time.perf_counter()
     out = Path(args.output)
+    check_compile_options(args)
     targets = resolve_targets(args.target)
     check_output_dir(out)
+    if args.dump_ir:
+        check_output_dir(Path(args.dump_ir), "--dump-ir")
     user_passes = parse_pipeline(args.passes) if args.passes else []
     verify_data = Path(args.verify_data) if args.verify_data else None
     if verify_data is not None and not verify_data.is_file():
         raise BertcError(f"--verify-data {verify_data}: no such file.")
     ctx = pass_context(args)  # before the slow import, so a bad --calib fails fast
+    with locked_output(out):  # a second compile into OUT is refused, not interleaved
+        report = _compile_into(args, out, targets, user_passes, verify_data, ctx, t_start)
+    _print_summary(report, out)
+    return 0
+
+
+def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_data, ctx, t_start: float) -> dict:
+    """Import, record the reference, run the passes, then lower, verify and publish into ``out``."""
+    from .commands import check_against_model, load_graph
+    from .frontend.tf import CANONICALIZE
+    from .pass_manager import PassManager, parse_pipeline
 
     t0 = time.perf_counter()
     graph, frozen = load_graph(args, canonicalize=False)
+    check_against_model(args, ctx, graph, user_passes)  # before the reference and the passes run
     timings = {"import": round(time.perf_counter() - t0, 3)}
     ops_imported = graph.histogram()
     params_before = graph.num_parameters()
@@ -285,8 +286,7 @@ def compile_command(args: argparse.Namespace) -> int:
         staging.abandon()
         raise
     staging.commit()
-    _print_summary(report, out)
-    return 0
+    return report
 
 
 def _calibration_verify_feeds(args, ctx, graph, user_passes) -> list | None:
@@ -411,6 +411,7 @@ def check_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """``bertc run ARTIFACT --ids "101 2023 102"``: one sequence, outputs printed."""
     from .runtime.inputs import input_role
+    from .runtime.limits import check_ids, model_limits
     from .runtime.session import open_session
 
     try:
@@ -424,12 +425,14 @@ def run_command(args: argparse.Namespace) -> int:
     for name in session.input_names:
         role = input_role(name)
         feeds[name] = ids if role == "ids" else (np.ones_like(ids) if role == "mask" else np.zeros_like(ids))
+    check_ids(feeds, model_limits(session), args.artifact)
     try:
         outputs = session.run(feeds)
     except Exception as e:  # the runtime refused these inputs (ids beyond the vocabulary, say)
         first = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
         raise BertcError(f"{args.artifact}: running it on --ids failed: {first}",
-                         "Check that every id is below the model's vocabulary size.") from None
+                         "Check that every id is below the model's vocabulary size and that the sequence "
+                         "fits its position table.") from None
     np.set_printoptions(precision=6, suppress=True, linewidth=120)
     for name, value in outputs.items():
         print(f"{name} {list(value.shape)}:\n{value}")

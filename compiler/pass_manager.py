@@ -23,7 +23,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 from .diagnostics import BertcError, did_you_mean
 from .ir.graph import Graph, Op
@@ -47,8 +47,20 @@ class Pass:
 
     name: ClassVar[str] = ""
 
+    @property
+    def uses_calibration(self) -> bool:
+        """Whether this pass reads calibration data (``--calib``; random token ids stand in without it)."""
+        return False
+
     def run(self, graph: Graph, ctx: PassContext) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def check_graph(self, graph: Graph) -> None:
+        """Refuse options this model cannot take (raise BertcError) before any pass runs.
+
+        A compile calls it for every pass right after the import, so a bad option
+        fails in seconds, not after the slow passes before it.  Default: nothing to check.
+        """
 
     @classmethod
     def summary(cls) -> str:
@@ -105,13 +117,21 @@ def all_passes() -> dict[str, type[Pass]]:
     return dict(sorted(_PASSES.items()))
 
 
-def load_plugin(path: str | Path) -> list[str]:
-    """Import a user's ``my_passes.py`` so its ``@register_pass`` classes join the registry."""
+def load_plugin(path: str | Path, override: Iterable[str] = ()) -> list[str]:
+    """Import a user's ``my_passes.py`` so its ``@register_pass`` classes join the registry.
+
+    A plugin pass may not take the name of a pass already registered (a built-in, or
+    another plugin's) unless that name is in ``override`` (``--override NAME``): a
+    silent replacement would change every pipeline that names it, canonicalization
+    included.  A refused plugin leaves the registry as it was.
+    """
     path = Path(path)
     if not path.is_file():
         raise BertcError(f"plugin file {path} does not exist.", "Pass --plugin the path of a .py file.")
-    before = set(all_passes())
+    before = dict(all_passes())
     name = f"bertc_plugin_{path.stem}"
+    previous = getattr(sys.modules.get(name), "__file__", None)
+    reloading = previous is not None and Path(previous).resolve() == path.resolve()
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -119,8 +139,23 @@ def load_plugin(path: str | Path) -> list[str]:
     try:
         spec.loader.exec_module(module)
     except Exception as e:
+        _PASSES.clear()
+        _PASSES.update(before)
         raise BertcError(f"plugin {path} failed to import: {type(e).__name__}: {e}") from e
-    return sorted(set(_PASSES) - before)
+    replaced = sorted(n for n, cls in before.items() if _PASSES.get(n) is not cls
+                      and not (reloading and cls.__module__ == name))  # the same file loaded again
+    refused = [n for n in replaced if n not in set(override)]
+    if refused:
+        _PASSES.clear()
+        _PASSES.update(before)
+        shown = ", ".join(f"'{n}'" for n in refused)
+        raise BertcError(f"plugin {path}: its pass {shown} has the name of a pass bertc already has "
+                         f"({before[refused[0]].__module__}).",
+                         f"Rename the plugin's pass, or pass --override {refused[0]} to replace the existing one "
+                         "in every pipeline that names it.")
+    for n in replaced:
+        log.warning("plugin %s replaces the pass '%s' (--override)", path, n)
+    return sorted(set(_PASSES) - set(before)) + replaced
 
 
 # ------------------------------------------------------------------ pipelines

@@ -51,7 +51,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from bertc.analysis.ranges import METHODS, RangeObserver, real_token_selector
 from bertc.diagnostics import BertcError
@@ -75,6 +75,8 @@ class Calibrate(Pass):
     percentile: float = 99.99
     batch_size: int = 16
     engine: Literal["auto", "onnxruntime", "reference"] = "auto"
+
+    uses_calibration: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

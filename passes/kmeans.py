@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from bertc.diagnostics import BertcError
 from bertc.ir import Graph, Op
 from bertc.pass_manager import Pass, PassContext, register_pass
 from bertc.runtime.fidelity import Fidelity
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 MAX_ITERATIONS = 300
 PALETTE_MAX = 256  # u8 indices
+MAX_CLUSTERS = 65536  # 16 bits per weight: past that, sharing saves nothing over f32
 
 
 def kmeans_1d(x: np.ndarray, k: int, max_iter: int = MAX_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +100,9 @@ class Kmeans(Pass):
     palettize: bool = False
 
     def __post_init__(self) -> None:
-        if self.clusters < 1:
-            raise ValueError(f"clusters={self.clusters} must be >= 1")
+        if not 1 <= self.clusters <= MAX_CLUSTERS:
+            raise ValueError(f"clusters={self.clusters} must be in 1..{MAX_CLUSTERS} (values kept per matrix; "
+                             "16 is 4 bits, 256 is 8 bits)")
         if self.palettize and self.clusters > PALETTE_MAX:
             raise ValueError(f"palettize=true stores u8 indices: clusters={self.clusters} must be <= {PALETTE_MAX}")
         try:
@@ -125,9 +128,18 @@ class Kmeans(Pass):
         return Fidelity(reason=f"{self.spec()}: {self.clusters} values per matrix changes the model on purpose; "
                                "the output change is measured in the pass report")
 
-    def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .prune_heads import OutputDrift
+    def check_graph(self, graph: Graph) -> None:
+        """clusters must be fewer than the weights of every matrix it would share."""
+        for op in self._chosen(graph)[0]:
+            size = int(op.attrs["value"].size)
+            if self.clusters >= size:
+                raise BertcError(f"kmeans{{clusters={self.clusters}}}: matrix {op.attrs['name']} has only {size} "
+                                 "weights; clusters must be fewer than the weights of each matrix it shares.",
+                                 f"Lower clusters below {size}, or raise min_size (now {self.min_size}) to skip "
+                                 "small matrices.")
 
+    def _chosen(self, graph: Graph) -> tuple[list[Op], list[str]]:
+        """The const ops this pass clusters, and the names ``exclude`` kept out."""
         pattern = re.compile(self.exclude) if self.exclude else None
         chosen, excluded = [], []
         for op in graph.ops:
@@ -138,6 +150,13 @@ class Kmeans(Pass):
                 excluded.append(op.attrs["name"])
             else:
                 chosen.append(op)
+        return chosen, excluded
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        from .prune_heads import OutputDrift
+
+        self.check_graph(graph)
+        chosen, excluded = self._chosen(graph)
         if not chosen:
             ctx.report[self.name] = self._report([], excluded, 0, 0, None)
             return False

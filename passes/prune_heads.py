@@ -331,6 +331,11 @@ class PruneHeads(Pass):
 
     spec = quoted_spec
 
+    @property
+    def uses_calibration(self) -> bool:
+        """Importance from data (taylor, ablation) reads calibration; magnitude and keep= do not."""
+        return not self.keep and self.criterion != "magnitude"
+
     def __post_init__(self) -> None:
         given = [k for k in ("ratio", "heads") if getattr(self, k) is not None] + (["keep"] if self.keep else [])
         if len(given) > 1:

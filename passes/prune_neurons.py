@@ -73,6 +73,11 @@ class PruneNeurons(Pass):
 
     spec = quoted_spec
 
+    @property
+    def uses_calibration(self) -> bool:
+        """Importance from data (taylor, ablation) reads calibration; magnitude and keep= do not."""
+        return not self.keep and self.criterion != "magnitude"
+
     def __post_init__(self) -> None:
         if self.ratio is not None and self.keep:
             raise ValueError("give ratio or keep, not both")

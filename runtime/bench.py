@@ -206,20 +206,16 @@ def detect_vocab(artifacts: list[Artifact]) -> int:
 
 
 def _onnx_vocab(path: Path) -> int | None:
-    """The first dim of the initializer a Gather indexes with the ids input (through casts)."""
-    import onnx
+    """Rows of the table a Gather reads with the ids input (``bertc.runtime.limits``)."""
+    from .limits import onnx_net
+    from .session import corrupt_artifact
 
-    from .inputs import input_role
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    dims = {t.name: list(t.dims) for t in graph.initializer}
-    reached = {i.name for i in graph.input if input_role(i.name) == "ids"}
-    for node in graph.node:  # topologically ordered
-        if node.op_type in ("Cast", "Reshape", "Unsqueeze", "Identity") and node.input and node.input[0] in reached:
-            reached.update(node.output)
-        elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] in reached and node.input[0] in dims:
-            return int(dims[node.input[0]][0])
-    return None
+    try:
+        net, inputs = onnx_net(path)
+    except Exception as e:  # not an ONNX file: say so now, before any run
+        raise corrupt_artifact(path, e) from None
+    sizes = net.limits(inputs).vocab.values()
+    return min(sizes) if sizes else None
 
 
 # ------------------------------------------------------------------ memory, in a child process

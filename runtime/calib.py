@@ -175,7 +175,7 @@ def _load_text(path: Path, vocab, max_length: int, samples: int) -> CalibrationD
 
     if vocab is None:
         raise BertcError(f"--calib {path} is text: pass --vocab vocab.txt (or a tokenizer.json) to tokenise it.")
-    texts, labels = read_labelled(path)
+    texts, labels = read_labelled(path, "--calib")
     rows = spread(len(texts), samples)
     texts = [texts[i] for i in rows]
     labels = [labels[i] for i in rows] if labels is not None else None

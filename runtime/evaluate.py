@@ -120,15 +120,19 @@ def logits_output(session, outputs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def predict(session, encoder, texts: Sequence[str], max_length: int, batch: int,
-            n_classes: int | None = None, progress=None) -> np.ndarray:
-    """Argmax class id of every text, ``batch`` texts per run; checks the logits' width when given."""
+            n_classes: int | None = None, progress=None, limits=None) -> np.ndarray:
+    """Argmax class id of every text, ``batch`` texts per run; checks the logits' width when given,
+    and every batch's ids against ``limits`` (read from the session when not given)."""
     from .bench import brief
+    from .limits import check_ids, model_limits
     from .tokenize import as_feeds
 
+    limits = limits if limits is not None else model_limits(session)
     preds = []
     for start in range(0, len(texts), batch):
         end = min(start + batch, len(texts))
         feeds = as_feeds(encoder.encode(texts[start:end], max_length), session.input_names)
+        check_ids(feeds, limits, "the model", f"--vocab: texts {start}..{end - 1}")
         try:
             logits = logits_output(session, session.run(feeds))
         except BertcError:
@@ -186,7 +190,14 @@ def command(args: argparse.Namespace) -> int:
     y_true = label_ids(labels, names, args.data)
     encoder = load_tokenizer(args.vocab)
     session = _open(artifact)
-    y_pred = _predict_with_progress(session, encoder, texts, args.max_length, args.batch, len(labels))
+    from .limits import model_limits
+
+    limits = model_limits(session)
+    if limits.positions is not None and args.max_length > limits.positions:
+        raise BertcError(f"--max-length {args.max_length}: the position-embedding table of {artifact} has "
+                         f"{limits.positions} rows, so it takes at most {limits.positions} tokens.",
+                         f"Pass --max-length {limits.positions} or less.")
+    y_pred = _predict_with_progress(session, encoder, texts, args.max_length, args.batch, len(labels), limits)
     report = {"artifact": str(artifact), "data": str(args.data), "max_length": args.max_length,
               **Evaluation(labels, y_true, y_pred).report()}
     if args.output:
@@ -207,14 +218,16 @@ def _open(artifact: Path):
         raise BertcError(f"{artifact}: cannot load it: {brief(e)}") from None
 
 
-def _predict_with_progress(session, encoder, texts, max_length: int, batch: int, n_classes: int) -> np.ndarray:
+def _predict_with_progress(session, encoder, texts, max_length: int, batch: int, n_classes: int,
+                           limits=None) -> np.ndarray:
     from rich.console import Console
     from rich.progress import Progress
 
     console = Console(stderr=True)
     with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("evaluating", total=len(texts))
-        return predict(session, encoder, texts, max_length, batch, n_classes, lambda n: bar.advance(task, n))
+        return predict(session, encoder, texts, max_length, batch, n_classes, lambda n: bar.advance(task, n),
+                       limits)
 
 
 def _write_json(path: Path, report: dict) -> None:

@@ -29,7 +29,7 @@ _ID_MOVES = ("cast", "where", "add", "reshape", "unsqueeze", "squeeze", "pad", "
              "expand", "tile", "identity")
 
 
-def vocab_size(graph: Graph, input_name: str, default: int = 100) -> int:
+def vocab_size(graph: Graph, input_name: str, default: int | None = 100) -> int | None:
     """Rows of the embedding table that the ids input indexes (a gather's data)."""
     for v in graph.inputs:
         if v.name != input_name:
@@ -47,6 +47,14 @@ def vocab_size(graph: Graph, input_name: str, default: int = 100) -> int:
     return default
 
 
+def position_table_rows(graph: Graph) -> int | None:
+    """Rows of the position-embedding table (a 2-D constant named "position", gathered or sliced)."""
+    rows = [int(op.result.shape[0]) for op in graph.ops_of("const")
+            if op.result.type.rank == 2 and "position" in op.attrs["name"].lower()
+            and any(user.kind in ("gather", "slice") for user in op.result.users)]
+    return min(rows) if rows else None
+
+
 def max_sequence_length(graph: Graph) -> int | None:
     """The longest input the position-embedding table allows, or None when there is none.
 
@@ -54,10 +62,8 @@ def max_sequence_length(graph: Graph) -> int | None:
     slices it); two rows are kept in reserve for models that offset position ids past a
     padding id (RoBERTa, MPNet: ids start at padding_idx + 1).
     """
-    rows = [int(op.result.shape[0]) for op in graph.ops_of("const")
-            if op.result.type.rank == 2 and "position" in op.attrs["name"].lower()
-            and any(user.kind in ("gather", "slice") for user in op.result.users)]
-    return max(1, min(rows) - 2) if rows else None
+    rows = position_table_rows(graph)
+    return max(1, rows - 2) if rows else None
 
 
 def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: np.random.Generator,

@@ -124,12 +124,16 @@ def read_labels_file(path: str | Path) -> list[str]:
     """Labels from a text file, one per line (blank lines ignored)."""
     path = Path(path)
     if not path.is_file():
-        raise BertcError(f"{path}: no such labels file.")
-    labels = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        raise BertcError(f"--labels {path}: no such labels file.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BertcError(f"--labels {path}: not UTF-8 text ({e.reason}).", "Save it as UTF-8.") from None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
-        raise BertcError(f"{path}: the labels file is empty.")
+        raise BertcError(f"--labels {path}: the labels file is empty.")
     if len(set(labels)) != len(labels):
-        raise BertcError(f"{path}: labels repeat ({sorted({x for x in labels if labels.count(x) > 1})}).")
+        raise BertcError(f"--labels {path}: labels repeat ({sorted({x for x in labels if labels.count(x) > 1})}).")
     return labels
 
 

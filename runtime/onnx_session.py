@@ -51,6 +51,7 @@ class OnnxSession:
         if spinning is not None:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         model = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
+        self.source: str | None = None if isinstance(model, bytes) else model  # the file, for model_limits
         self._session = ort.InferenceSession(model, sess_options=opts,
                                              providers=["CPUExecutionProvider"])
         inputs = self._session.get_inputs()

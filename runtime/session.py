@@ -63,19 +63,51 @@ def open_session(path: str | os.PathLike | bytes, kind: str | None = None, threa
             raise BertcError(f"{p}: no such file or directory.")
         suffix = p.suffix if p.is_file() else ""
         if p.is_dir():
+            _refuse_artifact_dir(p)
             from ..frontend.tf_loader import load_model
 
             return TFSession(load_model(p))
-    if suffix == ".onnx":
-        from .onnx_session import OnnxSession
-
-        return OnnxSession(path, threads)
-    if suffix == ".tflite":
-        from .tflite_session import TFLiteSession
-
-        return TFLiteSession(path, threads)
+    if suffix in (".onnx", ".tflite"):
+        return _open_artifact(path, suffix, threads)
     if suffix == ".bir":
         from ..commands import load_ir
 
         return ReferenceSession(load_ir(Path(path)))
     raise BertcError(f"{path}: bertc runs .onnx, .tflite, .bir files and SavedModel directories.")
+
+
+def _open_artifact(path, suffix: str, threads: int | None):
+    """An onnxruntime or LiteRT session; a file its runtime cannot parse is the user's to fix."""
+    if suffix == ".onnx":
+        from .onnx_session import OnnxSession as cls
+    else:
+        from .tflite_session import TFLiteSession as cls
+    try:
+        return cls(path, threads)
+    except Exception as e:
+        if isinstance(path, bytes):
+            raise
+        raise corrupt_artifact(path, e) from None
+
+
+def corrupt_artifact(path, error: Exception) -> BertcError:
+    """The error for an .onnx or .tflite file its runtime (or parser) cannot read."""
+    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    what = "an ONNX model" if Path(path).suffix == ".onnx" else "a TFLite model"
+    size = Path(path).stat().st_size
+    return BertcError(f"{path}: not {what} its runtime can load ({size} bytes; {first}); the file is "
+                      "corrupt or truncated.",
+                      "Compile it again (bertc compile MODEL -o DIR), or copy it again in full.")
+
+
+def _refuse_artifact_dir(p: Path) -> None:
+    """A directory that holds artifacts (a ``bertc compile`` output) rather than a SavedModel:
+    say which files to pass instead of "not a SavedModel"."""
+    if (p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists():
+        return
+    found = sorted(f.name for f in p.iterdir() if f.suffix in (".onnx", ".tflite", ".bir") and f.is_file())
+    if found:
+        listed = ", ".join(str(p / f) for f in found)
+        raise BertcError(f"{p}: a directory of artifacts (a bertc compile output?), not a SavedModel; "
+                         f"pass one of its files: {listed}.",
+                         f"e.g. bertc run {p / found[0]} --ids \"101 2023 102\"")

@@ -112,28 +112,35 @@ def as_feeds(encoded: Mapping[str, np.ndarray], input_names: Sequence[str]) -> d
 
 
 # ------------------------------------------------------------------ labelled text
-def read_labelled(path: str | Path) -> tuple[list[str], list[str] | None]:
+def read_labelled(path: str | Path, flag: str = "--data") -> tuple[list[str], list[str] | None]:
     """(texts, labels) from a CSV with a ``text`` (and ``label``) column, or JSONL objects.
 
     Labels are strings (a JSON number 3 becomes "3"); they are ``None`` when the
-    file has no label column at all.
+    file has no label column at all.  ``flag`` is the option that named the file
+    (``--data``, ``--calib``), so every message names it.
     """
     path = Path(path)
     if not path.is_file():
-        raise BertcError(f"--data {path}: no such file.")
-    if path.suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(path)
-    if path.suffix in (".csv", ".tsv", ".txt"):
-        return _read_csv(path)
-    raise BertcError(f"--data {path}: read .csv (text,label columns) or .jsonl ({{\"text\": ..., \"label\": ...}}).")
+        raise BertcError(f"{flag} {path}: no such file.")
+    try:
+        if path.suffix in (".jsonl", ".ndjson"):
+            return _read_jsonl(path, flag)
+        if path.suffix in (".csv", ".tsv", ".txt"):
+            return _read_csv(path, flag)
+    except UnicodeDecodeError as e:
+        raise BertcError(f"{flag} {path}: not UTF-8 text (byte {e.start}: {e.reason}).",
+                         "Save the file as UTF-8.") from None
+    except csv.Error as e:
+        raise BertcError(f"{flag} {path}: not a readable CSV ({e}).") from None
+    raise BertcError(f"{flag} {path}: read .csv (text,label columns) or .jsonl ({{\"text\": ..., \"label\": ...}}).")
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[str] | None]:
+def _read_csv(path: Path, flag: str) -> tuple[list[str], list[str] | None]:
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
         columns = reader.fieldnames or []
         if "text" not in columns:
-            raise BertcError(f"--data {path}: no 'text' column (columns: {', '.join(columns) or 'none'}).",
+            raise BertcError(f"{flag} {path}: no 'text' column (columns: {', '.join(columns) or 'none'}).",
                              "The first line must name the columns, e.g. text,label.")
         has_label = "label" in columns
         texts, labels = [], []
@@ -143,12 +150,12 @@ def _read_csv(path: Path) -> tuple[list[str], list[str] | None]:
             texts.append(row["text"])
             if has_label:
                 if not row["label"]:
-                    raise BertcError(f"--data {path}:{reader.line_num}: the label is empty.")
+                    raise BertcError(f"{flag} {path}:{reader.line_num}: the label is empty.")
                 labels.append(row["label"].strip())
     return texts, (labels if has_label else None)
 
 
-def _read_jsonl(path: Path) -> tuple[list[str], list[str] | None]:
+def _read_jsonl(path: Path, flag: str) -> tuple[list[str], list[str] | None]:
     texts: list[str] = []
     labels: list[str] = []
     with path.open(encoding="utf-8-sig") as f:
@@ -158,12 +165,12 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[str] | None]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise BertcError(f"--data {path}:{line_no}: not JSON ({e.msg}).") from None
+                raise BertcError(f"{flag} {path}:{line_no}: not JSON ({e.msg}).") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise BertcError(f"--data {path}:{line_no}: expected an object with a string \"text\".")
+                raise BertcError(f"{flag} {path}:{line_no}: expected an object with a string \"text\".")
             texts.append(obj["text"])
             if "label" in obj:
                 labels.append(str(obj["label"]))
     if labels and len(labels) != len(texts):
-        raise BertcError(f"--data {path}: {len(texts) - len(labels)} of {len(texts)} lines have no \"label\".")
+        raise BertcError(f"{flag} {path}: {len(texts) - len(labels)} of {len(texts)} lines have no \"label\".")
     return texts, (labels or None)

@@ -63,6 +63,19 @@ def tf_bert(tf_bert_dir) -> ImportedModel:
 
 
 @pytest.fixture(scope="session")
+def tf_bert_artifacts(tf_bert_dir, tmp_path_factory) -> dict[str, Path]:
+    """The tiny BERT compiled once to both targets and imported to IR text:
+    {"onnx", "tflite", "bir", "saved_model", "out"} -> path (treat as read-only)."""
+    from bertc.cli import main
+
+    d = tmp_path_factory.mktemp("bert_artifacts")
+    assert main(["compile", str(tf_bert_dir), "--target", "all", "-o", str(d / "out")]) == 0
+    assert main(["import", str(tf_bert_dir), "-o", str(d / "model.bir")]) == 0
+    return {"onnx": d / "out" / "model.onnx", "tflite": d / "out" / "model.tflite", "bir": d / "model.bir",
+            "saved_model": tf_bert_dir, "out": d / "out"}
+
+
+@pytest.fixture(scope="session")
 def keras_hub_bert_dir(tmp_path_factory) -> Path:
     if not _have("keras_hub"):
         pytest.skip("keras-hub is not installed (see README: optional model extras)")

@@ -28,7 +28,7 @@ def benched(tf_bert_dir, compiled, tmp_path_factory):
     """One bench run over the SavedModel and its compile output: (exit code, out dir, stdout)."""
     out = tmp_path_factory.mktemp("bench")
     accuracy = out / "accuracy.json"
-    accuracy.write_text(json.dumps({"model.onnx": 0.75, "compiled0/model.tflite": {"macro_f1": 0.5}}))
+    accuracy.write_text(json.dumps({"model.onnx": 0.75, f"{compiled.name}/model.tflite": {"macro_f1": 0.5}}))
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = main(["bench", str(tf_bert_dir), str(compiled), "--seq", "8", "--batch", "1,2", "--runs", "3",

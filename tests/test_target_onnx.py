@@ -257,9 +257,14 @@ case("squeeze_no_axes", "squeeze", X[:1], axes=[])
 case("unsqueeze", "unsqueeze", X, axes=[0, -1])
 case("concat", "concat", X, Y, C(np.zeros((2, 1, 4), np.float32)), axis=1)
 case("concat_i32", "concat", I, J, axis=0)
+# Indices fed from a graph input are a caller's ids: negative ones are refused on onnxruntime
+# (tests/test_token_ids.py); constant indices keep the IR's wrapping.
 case("gather_rows", "gather", C(RNG.normal(size=(10, 4)).astype(np.float32)),
-     np.array([[0, 9, -1], [3, 3, -10]], np.int32), axis=0)
-case("gather_axis1_i64", "gather", X, np.array([-1, 0], np.int64), axis=1)
+     np.array([[0, 9, 1], [3, 3, 0]], np.int32), axis=0)
+case("gather_rows_const_negative", "gather", RNG.normal(size=(10, 4)).astype(np.float32),
+     C(np.array([[0, 9, -1], [3, 3, -10]], np.int32)), axis=0)
+case("gather_axis1_i64", "gather", X, np.array([2, 0], np.int64), axis=1)
+case("gather_axis1_i64_const_negative", "gather", X, C(np.array([-1, 0], np.int64)), axis=1)
 case("gather_scalar", "gather", I.ravel(), C(np.int64(2)), axis=0)
 case("tile_attr", "tile", X, repeats=[1, 2, 3])
 case("tile_operand", "tile", I, np.array([2, 1], np.int32))

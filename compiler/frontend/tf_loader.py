@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,9 @@ def load_saved_model(path: Path, signature: str = "serving_default") -> FrozenMo
         obj = tf.saved_model.load(str(path))
     except Exception as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        if not (path / "variables").is_dir():
+            raise BertcError(f"{path}: the SavedModel has no variables/ directory, which holds its weights "
+                             f"({first}).", "Copy the whole SavedModel directory, variables/ included.") from None
         raise BertcError(f"{path}: TensorFlow could not load this SavedModel ({first}).",
                          "The file may be corrupt or truncated; export it again.") from None
     sigs = dict(obj.signatures)
@@ -154,6 +158,12 @@ def _inline(fn, source: str):
 
 
 def load_keras(path: Path) -> FrozenModel:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise BertcError(f"{path}: not a .keras file (a .keras file is a zip archive; this one is not): it is "
+                         "corrupt or has the wrong extension.",
+                         "Save the model again with model.save('model.keras').")
     tf = _tf()
     import keras
 
@@ -224,8 +234,9 @@ def load_graph_def(path: Path, inputs: list[str] | None, outputs: list[str] | No
         else:
             graph_def.ParseFromString(data)
     except Exception as e:
-        raise BertcError(f"{path}: not a valid GraphDef ({type(e).__name__}).",
-                         "The file may be corrupt; freeze the model again.") from None
+        raise _not_a_graph_def(path, data if "data" in locals() else b"", type(e).__name__) from None
+    if data and not _looks_like_graph_def(graph_def):
+        raise _not_a_graph_def(path, data, "its bytes parse, but hold no TF nodes")
     nodes = {n.name: n for n in graph_def.node}
     if not inputs:
         inputs = _default_inputs(nodes)
@@ -266,6 +277,31 @@ def load_graph_def(path: Path, inputs: list[str] | None, outputs: list[str] | No
         return {o.name: r.numpy() for o, r in zip(outs, res)}
 
     return FrozenModel(graph_def, ins, outs, str(path), run)
+
+
+_OP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_>]*$")
+
+
+def _looks_like_graph_def(graph_def) -> bool:
+    """Random bytes can parse as a GraphDef (protobuf skips unknown fields); a real one has
+    nodes, each with a name and an op name TF could register."""
+    return len(graph_def.node) > 0 and all(n.name and _OP_NAME.match(n.op) for n in graph_def.node)
+
+
+def _not_a_graph_def(path: Path, data: bytes, why: str) -> BertcError:
+    """The error for a .pb that is not a frozen GraphDef, with what it is instead when that is clear."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        is_saved_model = bool(data) and saved.ParseFromString(data) is not None and len(saved.meta_graphs) > 0
+    except Exception:
+        is_saved_model = False
+    if is_saved_model:
+        return BertcError(f"{path}: this is a SavedModel's saved_model.pb, not a frozen GraphDef.",
+                          "Pass the SavedModel's directory (the one holding saved_model.pb and variables/).")
+    return BertcError(f"{path}: not a TensorFlow GraphDef ({why}); the file is corrupt or not a frozen graph.",
+                      "Freeze the model again (convert_variables_to_constants_v2), or pass a SavedModel directory.")
 
 
 def _output_dtype(tf, node) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..ir.graph import Graph, Op
+from ..ir.graph import Graph, Op, Value
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,31 @@ def folded_bias(dense: Op) -> Op | None:
 def bias_operand(add: Op, dense: Op) -> Op:
     """The bias side of a ``folded_bias`` add."""
     return add.operands[1] if add.operands[0] is dense.result else add.operands[0]
+
+
+# Ops that carry token ids from a graph input to the embedding gather unchanged in value.
+_ID_MOVES = frozenset({"cast", "reshape", "unsqueeze", "squeeze", "identity", "slice", "pad", "concat",
+                       "transpose", "expand", "tile"})
+
+
+def reads_graph_input(v: Value) -> bool:
+    """Whether ``v`` is a graph input, or a graph input only moved around (reshaped, cast …).
+
+    Such indices are what a caller feeds (token ids), so a target must not let an
+    invalid one read some row silently.
+    """
+    seen: set[int] = set()
+    stack = [v]
+    while stack:
+        cur = stack.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if cur.producer is None:  # a graph input
+            return True
+        if cur.producer.kind in _ID_MOVES:
+            stack.extend(x for x in cur.producer.operands if x.dtype in ("i32", "i64"))
+    return False
 
 
 class LoweringError(Exception):

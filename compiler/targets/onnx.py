@@ -28,7 +28,7 @@ from ..ir.printer import INLINE_LIMIT, Namer
 from ..ir.graph import Graph, Op, Value
 from ..ir.decompose import decomposed
 from ..ir.types import DTYPES, FLOAT_DTYPES, INT_DTYPES, UNKNOWN, TensorType, is_static
-from .base import LoweringError, Target, bias_operand, folded_bias
+from .base import LoweringError, Target, bias_operand, folded_bias, reads_graph_input
 
 logger = logging.getLogger(__name__)
 
@@ -375,6 +375,25 @@ _BINARY = {"add": "Add", "sub": "Sub", "mul": "Mul", "pow": "Pow", "maximum": "M
            "greater": "Greater", "greater_equal": "GreaterOrEqual", "logical_and": "And",
            "logical_or": "Or", "where": "Where", "matmul": "MatMul"}
 
+def _lower_gather(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """Gather; indices a caller feeds (token ids) first map negatives past the table's end.
+
+    ONNX's Gather wraps a negative index (-1 is the last row), so an id of -1 would
+    silently read the last embedding; TF and LiteRT refuse it.  ``Where(idx < 0,
+    dtype max, idx)`` makes onnxruntime raise its out-of-bounds error instead.  Only
+    indices that come from a graph input are guarded: those are the ones a user
+    supplies; indices the graph computes itself were checked against TF at compile time.
+    """
+    idx = op.operands[1]
+    if not reads_graph_input(idx):
+        e.node("Gather", ins, outs, axis=op.attrs["axis"])
+        return
+    big = np.array(np.iinfo(DTYPES[idx.dtype]).max, DTYPES[idx.dtype])
+    negative = e.node("Less", [ins[1], e.const(np.zeros((), DTYPES[idx.dtype]), "zero")])
+    guarded = e.node("Where", [negative, e.const(big, "out_of_range"), ins[1]])
+    e.node("Gather", [ins[0], guarded], outs, axis=op.attrs["axis"])
+
+
 _LOWERINGS: dict[str, Lowering] = {
     **{k: _simple(v) for k, v in {**_UNARY, **_BINARY}.items()},
     "const": _lower_const,
@@ -388,7 +407,7 @@ _LOWERINGS: dict[str, Lowering] = {
     "softmax": _simple("Softmax", _attr("axis")),
     "layer_norm": _simple("LayerNormalization", _attr("axis", "epsilon")),
     "concat": _simple("Concat", _attr("axis")),
-    "gather": _simple("Gather", _attr("axis")),
+    "gather": _lower_gather,
     "reduce_mean": _reduce("ReduceMean"),
     "reduce_sum": _reduce("ReduceSum"),
     "reduce_max": _reduce("ReduceMax"),
