@@ -65,6 +65,18 @@ def load_verify_data(path: Path, input_names: list[str]) -> list[dict[str, np.nd
     return [{n: data[n] for n in input_names}]
 
 
+def fit_cases(graph, cases: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (batch, seq) cases with the sizes a signature fixes put in: a model exported at
+    [1, 128] (as models for phones are) can only be fed that shape, by TF and by the artifacts."""
+    fixed: list[int | None] = [None, None]
+    for v in graph.inputs:
+        for axis in range(min(2, v.type.rank)):
+            if isinstance(v.shape[axis], int):
+                fixed[axis] = v.shape[axis]
+    fitted = [(fixed[0] or b, fixed[1] or s) for b, s in cases]
+    return list(dict.fromkeys(fitted))
+
+
 @dataclass
 class Expected:
     """Reference outputs recorded once, so the source model can be freed before lowering."""
@@ -90,7 +102,7 @@ def record(reference, graph, verify_data: Path | None = None,
         cases = [tuple(next(iter(feeds_list[0].values())).shape)]
     else:
         vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
-        cases = list(DEFAULT_CASES)
+        cases = fit_cases(graph, DEFAULT_CASES)
         feeds_list = [f for _, f in feeds_for(reference, cases, vocab)]
     return Expected(cases, [(f, reference.run(f)) for f in feeds_list], data)
 

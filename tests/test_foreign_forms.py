@@ -1,0 +1,72 @@
+"""Graph forms foreign exporters produce around an otherwise ordinary model, end to end.
+
+Each test saves a tiny masked-attention encoder the way some exporter does
+(a fixed [1, 16] signature, ``tf.function(jit_compile=True)`` …) and runs
+``bertc compile --target all`` on it, which verifies both artifacts against TF
+(max abs error 1e-4).  The model is the same in every test; only the form
+around it changes, so a failure names the form.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bertc.cli import main
+
+HIDDEN, VOCAB = 16, 50
+
+
+class Encoder(tf.Module):
+    """Embeddings, one masked self-attention, a [CLS] classifier: seeded weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        r = np.random.default_rng(0)
+        self.word = tf.Variable(r.normal(0, 0.5, (VOCAB, HIDDEN)).astype(np.float32))
+        self.pos = tf.Variable(r.normal(0, 0.5, (32, HIDDEN)).astype(np.float32), name="position_embeddings")
+        self.qkv = tf.Variable(r.normal(0, 0.3, (3, HIDDEN, HIDDEN)).astype(np.float32))
+        self.cls = tf.Variable(r.normal(0, 0.3, (HIDDEN, 3)).astype(np.float32))
+
+    def logits(self, ids, mask):
+        seq = tf.shape(ids)[1]
+        h = tf.gather(self.word, ids) + self.pos[None, :seq]
+        q, k, v = (tf.matmul(h, self.qkv[i]) for i in range(3))
+        bias = (1.0 - tf.cast(mask, tf.float32))[:, None, :] * -1e4
+        att = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / 4.0 + bias)
+        return {"logits": tf.matmul(tf.matmul(att, v)[:, 0], self.cls)}
+
+
+def _save(tmp_path, shape, *, jit: bool = False, signatures=("serving_default",)):
+    m = Encoder()
+    spec = [tf.TensorSpec(shape, tf.int32, name="input_ids"), tf.TensorSpec(shape, tf.int32, name="attention_mask")]
+    m.serve = tf.function(m.logits, input_signature=spec, jit_compile=jit)
+    path = tmp_path / "model"
+    fn = m.serve.get_concrete_function()
+    tf.saved_model.save(m, str(path), signatures={name: fn for name in signatures})
+    return path
+
+
+def _compile(tmp_path, path, *extra) -> dict:
+    out = tmp_path / "out"
+    assert main(["compile", str(path), "--target", "all", "-o", str(out), *extra]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.parametrize("shape,cases", [([1, 16], [[1, 16]]), ([None, 12], [[1, 12], [4, 12]])],
+                         ids=["batch_and_seq", "seq_only"])
+def test_fixed_signature_shapes_are_verified_at_those_shapes(tmp_path, shape, cases):
+    """A model exported at a fixed size (phones: [1, 128]) accepts only that size, in TF and in
+    the artifacts; verification feeds it that size instead of its default 8 and 19 tokens."""
+    report = _compile(tmp_path, _save(tmp_path, shape))
+    for target in ("onnx", "tflite"):
+        assert report["verification"][target]["cases"] == cases
+
+
+def test_xla_compiled_function_is_inlined(tmp_path):
+    """tf.function(jit_compile=True) leaves a call grappler does not inline (it is marked for
+    XLA); bertc removes the mark and imports the body like any other function."""
+    _compile(tmp_path, _save(tmp_path, [None, None], jit=True))
