@@ -60,8 +60,10 @@ def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, P
             for u in missing[:20]:
                 lines.append(f"  {u.op.kind} at {u.op.loc}: {u.reason} ({explain(u.op)})")
             more = f"\n  … and {len(missing) - 20} more" if len(missing) > 20 else ""
+            f16 = any(v.dtype == "f16" for u in missing for v in (*u.op.operands, *u.op.results))
             raise BertcError(f"the model is not legal for target '{target.name}': "
                              f"{len(missing)} op(s) it cannot run:\n" + "\n".join(lines) + more,
+                             FLOAT16_HINT if f16 else
                              "Drop --no-legalize, add the named passes to --passes, or choose another --target.")
     paths = {}
     for target in targets:
@@ -73,6 +75,17 @@ def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, P
         paths[target.file_name].write_bytes(data)
         del data
     return paths
+
+
+FLOAT16_HINT = ("The model computes in float16 (mixed precision). TFLite is lowered in float32 only, and "
+                "float16 arithmetic differs from TF's own by about 1e-3: re-export the model computing in float32 "
+                "(keras.mixed_precision.set_global_policy('float32') before building it), or compile it with "
+                "--target onnx --tolerance 1e-3.")
+
+
+def computes_in_float16(graph: Graph) -> bool:
+    """Whether any value of the graph is float16 (a mixed-precision model)."""
+    return any(r.dtype == "f16" for op in graph.ops for r in op.results)
 
 
 def verify_artifacts(artifacts: dict[str, Path], expected, fidelity) -> dict[str, dict]:
@@ -271,7 +284,12 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
         if args.max_drop is not None:
             fidelity = dataclasses.replace(fidelity, min_argmax_agreement=1.0 - args.max_drop,
                                            reason="; ".join(r for r in (fidelity.reason, f"--max-drop {args.max_drop:g}") if r))
-        parity = verify_artifacts(artifacts, expected, fidelity)
+        try:
+            parity = verify_artifacts(artifacts, expected, fidelity)
+        except VerificationFailed as e:
+            if not computes_in_float16(graph):
+                raise
+            raise VerificationFailed(e.message, f"{e.hint} {FLOAT16_HINT}") from None
         if fidelity != Fidelity.exact(args.tolerance):
             # Passes changed the numbers on purpose, so the check above is loose: also hold each
             # artifact to the final IR exactly, so a lowering bug cannot hide behind the pruning.

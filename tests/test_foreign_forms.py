@@ -31,17 +31,21 @@ class Encoder(tf.Module):
         self.qkv = tf.Variable(r.normal(0, 0.3, (3, HIDDEN, HIDDEN)).astype(np.float32))
         self.cls = tf.Variable(r.normal(0, 0.3, (HIDDEN, 3)).astype(np.float32))
 
+    head_dtype = tf.float32  # mixed precision: the classifier computes in this dtype
+
     def logits(self, ids, mask):
         seq = tf.shape(ids)[1]
         h = tf.gather(self.word, ids) + self.pos[None, :seq]
         q, k, v = (tf.matmul(h, self.qkv[i]) for i in range(3))
         bias = (1.0 - tf.cast(mask, tf.float32))[:, None, :] * -1e4
         att = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / 4.0 + bias)
-        return {"logits": tf.matmul(tf.matmul(att, v)[:, 0], self.cls)}
+        pooled = tf.cast(tf.matmul(att, v)[:, 0], self.head_dtype)
+        return {"logits": tf.cast(tf.matmul(pooled, tf.cast(self.cls, self.head_dtype)), tf.float32)}
 
 
-def _save(tmp_path, shape, *, jit: bool = False, signatures=("serving_default",)):
+def _save(tmp_path, shape, *, jit: bool = False, signatures=("serving_default",), head_dtype=tf.float32):
     m = Encoder()
+    m.head_dtype = head_dtype
     spec = [tf.TensorSpec(shape, tf.int32, name="input_ids"), tf.TensorSpec(shape, tf.int32, name="attention_mask")]
     m.serve = tf.function(m.logits, input_signature=spec, jit_compile=jit)
     path = tmp_path / "model"
@@ -70,3 +74,23 @@ def test_xla_compiled_function_is_inlined(tmp_path):
     """tf.function(jit_compile=True) leaves a call grappler does not inline (it is marked for
     XLA); bertc removes the mark and imports the body like any other function."""
     _compile(tmp_path, _save(tmp_path, [None, None], jit=True))
+
+
+def test_bfloat16_is_refused_by_op_and_node(tmp_path, capsys):
+    """No target here runs bfloat16: one import error naming the ops, their nodes and the fix."""
+    path = _save(tmp_path, [None, None], head_dtype=tf.bfloat16)
+    assert main(["compile", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bfloat16 tensors are not supported" in err and "MatMul (1x): 'MatMul" in err
+    assert "set_global_policy('float32')" in err and "Traceback" not in err
+
+
+def test_float16_head_says_what_to_do(tmp_path, capsys):
+    """A float16 island: TFLite is refused with the mixed-precision hint; ONNX runs it in float16,
+    within 1e-3 of TF's float16 (not 1e-4: the two round differently), and says so when held to 1e-4."""
+    path = _save(tmp_path, [None, None], head_dtype=tf.float16)
+    assert main(["compile", str(path), "--target", "tflite", "-o", str(tmp_path / "t")]) == 2
+    assert "computes in float16" in capsys.readouterr().err
+    code = main(["compile", str(path), "--target", "onnx", "-o", str(tmp_path / "o"), "--tolerance", "1e-7"])
+    assert code == 1 and "--tolerance 1e-3" in capsys.readouterr().err
+    assert main(["compile", str(path), "--target", "onnx", "-o", str(tmp_path / "o"), "--tolerance", "1e-3"]) == 0
