@@ -48,6 +48,8 @@ class CalibrationData:
     # name -> the trailing dims.  They are fed zeros (no box, no table cell), valid for every such model.
     input_extra_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
     label_names: list[str] | None = None  # logit order, when known
+    # Inputs of rank 1 ([batch]): each row's valid length, which the model turns into its mask.
+    length_inputs: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -55,13 +57,15 @@ class CalibrationData:
     def bind(self, graph: Graph) -> "CalibrationData":
         """The same data, keyed by ``graph``'s input names (by role) in its dtypes."""
         from ..ir.types import np_dtype
+        from .inputs import lengths_inputs
 
         roles = [input_role(v.name) for v in graph.inputs if v.type.rank <= 2]
         if "ids" not in roles:
             raise BertcError(f"calibration: the model's inputs {[v.name for v in graph.inputs]} have no token ids.")
         return replace(self, input_names=[v.name for v in graph.inputs],
                        input_dtypes={v.name: np_dtype(v.dtype).name for v in graph.inputs},
-                       input_extra_dims={v.name: extra_dims(v) for v in graph.inputs if v.type.rank > 2})
+                       input_extra_dims={v.name: extra_dims(v) for v in graph.inputs if v.type.rank > 2},
+                       length_inputs=tuple(lengths_inputs(graph)))
 
     def lengths(self) -> np.ndarray:
         return np.array([int(s["mask"].sum()) for s in self.sequences], dtype=np.int64)
@@ -93,7 +97,12 @@ class CalibrationData:
             feeds = {}
             for name in self.input_names:
                 extra = self.input_extra_dims.get(name)
-                arr = np.zeros((len(chunk), width, *extra), np.int64) if extra is not None else arrays[input_role(name)]
+                if name in self.length_inputs:
+                    arr = arrays["mask"].sum(axis=1)
+                elif extra is not None:
+                    arr = np.zeros((len(chunk), width, *extra), np.int64)
+                else:
+                    arr = arrays[input_role(name)]
                 dtype = self.input_dtypes.get(name)
                 feeds[name] = arr.astype(dtype) if dtype else arr
             labels = self.labels[start:start + batch_size] if self.labels is not None else None
@@ -230,8 +239,13 @@ def random_calibration(graph: Graph, n: int = 32, seq: int = 64, seed: int = 0) 
     seq = min(seq, max_sequence_length(graph) or seq)  # never past the position table
     feeds = random_graph_inputs(graph, n, seq, seed=seed)
     by_role = {input_role(k): v for k, v in feeds.items() if v.ndim == 2}
+    if "ids" not in by_role:
+        raise BertcError(f"calibration: none of the model's inputs ({', '.join(feeds)}) is [batch, seq] token ids, "
+                         "so bertc cannot make calibration batches for it.",
+                         "Export a signature that takes input_ids (and attention_mask) as [batch, seq] tensors, "
+                         "not packed together.")
     ids = by_role["ids"]
-    mask = by_role.get("mask", np.ones_like(ids))
+    mask = by_role.get("mask", (ids != 0).astype(ids.dtype))  # random ids are 0 exactly where padded
     seg = by_role.get("segment", np.zeros_like(ids))
     sequences = [_sequence(ids[i], mask[i], seg[i], seq) for i in range(n)]
     data = CalibrationData(sequences, None, f"random valid token ids ({n} sequences of up to {seq} tokens; "

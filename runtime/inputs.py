@@ -3,7 +3,8 @@
 Verification and benchmarks feed every backend the same arrays.  Inputs are
 recognised by name: ``*mask*`` gets ones with trailing padding, ``*type*`` and
 ``*segment*`` get two segments, anything else gets token ids below the
-vocabulary size.
+vocabulary size.  An input of rank 1 ([batch]) is the valid length of each row,
+from which the model builds its own mask (``tf.sequence_mask(lengths)``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def max_sequence_length(graph: Graph) -> int | None:
 
 
 def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: np.random.Generator,
-                  vocab: int | dict[str, int] = 100, pad: bool = True) -> dict[str, np.ndarray]:
+                  vocab: int | dict[str, int] = 100, pad: bool = True,
+                  lengths_inputs: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Feeds for inputs given as (name, numpy dtype name).
 
     Row ``i`` of the mask keeps ``seq - i`` tokens (at least 1), so a batch mixes
@@ -71,9 +73,12 @@ def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: n
     lengths = np.array([max(1, seq - (i % max(seq, 1)) if pad else seq) for i in range(batch)])
     valid = np.arange(seq)[None, :] < lengths[:, None]
     feeds: dict[str, np.ndarray] = {}
+    lengths_inputs = set(lengths_inputs)
     for name, dtype in specs:
         role = input_role(name)
-        if role == "mask":
+        if name in lengths_inputs:
+            arr = lengths
+        elif role == "mask":
             arr = valid.astype(np.int64)
         elif role == "segment":
             arr = ((np.arange(seq)[None, :] >= (lengths[:, None] + 1) // 2) & valid).astype(np.int64)
@@ -82,6 +87,11 @@ def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: n
             arr = np.where(valid, rng.integers(1, max(v, 2), size=(batch, seq)), 0)
         feeds[name] = arr.astype(dtype)
     return feeds
+
+
+def lengths_inputs(graph: Graph) -> list[str]:
+    """The integer inputs of rank 1: one valid length per row."""
+    return [v.name for v in graph.inputs if v.type.rank == 1 and v.dtype.startswith(("i", "u"))]
 
 
 def graph_input_specs(graph: Graph) -> list[tuple[str, str]]:
@@ -94,7 +104,7 @@ def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0) -> di
     """Valid random feeds; an input with dims past [batch, seq] (a bbox) is all zeros."""
     rng = np.random.default_rng(seed)
     vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
-    feeds = random_inputs(graph_input_specs(graph), batch, seq, rng, vocab)
+    feeds = random_inputs(graph_input_specs(graph), batch, seq, rng, vocab, lengths_inputs=lengths_inputs(graph))
     for v in graph.inputs:
         if v.type.rank > 2:
             extra = [int(d) if isinstance(d, int) else 1 for d in v.shape[2:]]

@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from ..diagnostics import BertcError
-from .inputs import random_inputs
+from .inputs import lengths_inputs, random_inputs
 
 DEFAULT_CASES = ((1, 8), (4, 8), (1, 19), (4, 19))  # (batch, seq): two lengths, ragged padding
 
@@ -44,11 +44,12 @@ class ParityReport:
                 "outputs": {k: asdict(v) for k, v in self.outputs.items()}}
 
 
-def feeds_for(session, cases: Iterable[tuple[int, int]], vocab: dict[str, int], seed: int = 0):
+def feeds_for(session, cases: Iterable[tuple[int, int]], vocab: dict[str, int], seed: int = 0,
+              lengths_inputs: Iterable[str] = ()):
     rng = np.random.default_rng(seed)
     specs = list(zip(session.input_names, session.input_dtypes))
     for batch, seq in cases:
-        yield (batch, seq), random_inputs(specs, batch, seq, rng, vocab)
+        yield (batch, seq), random_inputs(specs, batch, seq, rng, vocab, lengths_inputs=lengths_inputs)
 
 
 def load_verify_data(path: Path, input_names: list[str]) -> list[dict[str, np.ndarray]]:
@@ -103,7 +104,7 @@ def record(reference, graph, verify_data: Path | None = None,
     else:
         vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
         cases = fit_cases(graph, DEFAULT_CASES)
-        feeds_list = [f for _, f in feeds_for(reference, cases, vocab)]
+        feeds_list = [f for _, f in feeds_for(reference, cases, vocab, lengths_inputs=lengths_inputs(graph))]
     return Expected(cases, [(f, reference.run(f)) for f in feeds_list], data)
 
 

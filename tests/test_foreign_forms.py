@@ -94,3 +94,52 @@ def test_float16_head_says_what_to_do(tmp_path, capsys):
     code = main(["compile", str(path), "--target", "onnx", "-o", str(tmp_path / "o"), "--tolerance", "1e-7"])
     assert code == 1 and "--tolerance 1e-3" in capsys.readouterr().err
     assert main(["compile", str(path), "--target", "onnx", "-o", str(tmp_path / "o"), "--tolerance", "1e-3"]) == 0
+
+
+def _save_lengths_model(tmp_path):
+    """The encoder behind a signature that takes each row's length and builds the mask itself."""
+    m = Encoder()
+    spec = [tf.TensorSpec([None, None], tf.int32, name="input_ids"), tf.TensorSpec([None], tf.int32, name="lengths")]
+    m.serve = tf.function(lambda input_ids, lengths: m.logits(
+        input_ids, tf.sequence_mask(lengths, tf.shape(input_ids)[1], tf.int32)), input_signature=spec)
+    path = tmp_path / "lengths_model"
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve.get_concrete_function()})
+    return path
+
+
+def test_lengths_input_is_fed_valid_lengths(tmp_path):
+    """A [batch] integer input is each row's valid length (tf.sequence_mask(lengths)): verification
+    feeds lengths that match the padded ids, not a [batch, seq] array TF rejects."""
+    report = _compile(tmp_path, _save_lengths_model(tmp_path))
+    assert report["verification"]["onnx"]["cases"] == [[1, 8], [4, 8], [1, 19], [4, 19]]
+
+
+def test_calibration_batches_feed_lengths(tmp_path):
+    """Pruning and calibration batches give a lengths input the row sums of their own mask."""
+    from bertc.frontend.tf import import_model
+    from bertc.runtime.calib import random_calibration
+
+    graph, _ = import_model(_save_lengths_model(tmp_path))
+    batch = next(random_calibration(graph, n=6, seq=10).batches(6))
+    assert batch["lengths"].shape == (6,)
+    np.testing.assert_array_equal(batch["lengths"], (batch["input_ids"] != 0).sum(axis=1))
+
+
+def test_packed_inputs_cannot_be_calibrated_and_say_why(tmp_path):
+    """ids and mask packed in one [batch, 2, seq] tensor compile (verified on the user's data), but
+    pruning and calibration have no token ids to make batches of: one message, not a KeyError."""
+    from bertc.diagnostics import BertcError
+    from bertc.frontend.tf import import_model
+    from bertc.runtime.calib import random_calibration
+
+    m = Encoder()
+    m.serve = tf.function(lambda features: m.logits(features[:, 0], features[:, 1]),
+                          input_signature=[tf.TensorSpec([None, 2, None], tf.int32, name="features")])
+    path = tmp_path / "packed"
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve.get_concrete_function()})
+    ids = np.array([[5, 6, 7, 0], [8, 9, 3, 2]], np.int32)
+    np.savez(tmp_path / "v.npz", features=np.stack([ids, (ids > 0).astype(np.int32)], 1))
+    assert main(["compile", str(path), "-o", str(tmp_path / "o"), "--verify-data", str(tmp_path / "v.npz")]) == 0
+    graph, _ = import_model(path)
+    with pytest.raises(BertcError, match=r"none of the model's inputs \(features\) is \[batch, seq\] token ids"):
+        random_calibration(graph)
