@@ -143,3 +143,16 @@ def test_packed_inputs_cannot_be_calibrated_and_say_why(tmp_path):
     graph, _ = import_model(path)
     with pytest.raises(BertcError, match=r"none of the model's inputs \(features\) is \[batch, seq\] token ids"):
         random_calibration(graph)
+
+
+def test_calibration_batches_keep_fixed_signature_shapes(tmp_path):
+    """Batches that score heads or calibrate ranges take the shape a fixed signature demands:
+    [1, 16] here, whatever batch size the pass asks for and however long the sequences are."""
+    from bertc.frontend.tf import import_model
+    from bertc.runtime.calib import random_calibration
+
+    graph, _ = import_model(_save(tmp_path, [1, 16]))
+    calib = random_calibration(graph, n=5)
+    batches = list(calib.batches(8))
+    assert len(batches) == calib.num_batches(8) == 5
+    assert {b["input_ids"].shape for b in batches} == {(1, 16)}
