@@ -336,4 +336,5 @@ def import_function(fn, *, canonicalize: bool = True) -> tuple[Graph, FrozenMode
 
 # What every import runs after translation: fold the shape arithmetic, merge
 # duplicates, and recognise layer norm and GELU.
-CANONICALIZE = "fold_constants,remove_identity,simplify_shapes,fold_constants,cse,fuse_layer_norm,fuse_gelu,dce"
+CANONICALIZE = ("fold_constants,remove_identity,simplify_shapes,fold_constants,cse,fuse_layer_norm,fuse_gelu,"
+                "fuse_softmax,dce")
