@@ -124,3 +124,25 @@ def test_written_out_forms_prune_on_both_targets(tmp_path):
     argv = ["compile", str(tmp_path / "model"), "--target", "all", "-o", str(tmp_path / "out"),
             "--passes", "prune_heads{ratio=0.5},prune_neurons{ratio=0.5},quant_int8"]
     assert main(argv) == 0
+
+
+def test_pre_norm_layer_finds_its_ffn():
+    """Pre-norm (x + attn(norm(x)), then x + ffn(norm(x))): the residual sum feeds the FFN's norm
+    and the next residual add; the FFN is found from the norm, whichever the graph lists first."""
+    m = Tiny()
+
+    def serve(input_ids, attention_mask):
+        h = m.embed(input_ids)
+        q, k, v = m.qkv(m.norm(h, 1))
+        scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(HEAD) + m.mask_bias(attention_mask)
+        ctx = tf.transpose(tf.matmul(tf.nn.softmax(scores), v), [0, 2, 1, 3])
+        h = h + m.lin(tf.reshape(ctx, tf.shape(h)), "o")
+        h = h + m.lin(tf.nn.gelu(m.lin(m.norm(h, 2), "up")), "down")
+        return m.classify(h[:, 0])
+
+    spec = [tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+            tf.TensorSpec([None, None], tf.int32, name="attention_mask")]
+    graph = _imported_matches_tf(tf.function(serve, input_signature=spec).get_concrete_function())
+    layer, = analyze_structure(graph).layers
+    assert not layer.problems, layer.problems
+    assert layer.ffn is not None and layer.ffn.intermediate == FFN

@@ -306,12 +306,13 @@ def _norm_at(op: Op) -> Op | None:
 
 
 def _residual_norm(v: Value) -> Op | None:
-    """The layer norm (or NoNorm) after ``v`` + residual."""
+    """The layer norm (or NoNorm) after ``v`` + residual.  In a pre-norm layer the sum also
+    feeds the next residual add, in whichever order the graph lists them: any reader counts."""
     users = v.users
     if len(users) == 1 and users[0].kind == "add":
         nxt = users[0].result.users
         if len(nxt) >= 1:
-            return _norm_at(nxt[0])
+            return _norm_at(nxt[0]) or next((n for n in map(_norm_at, nxt[1:]) if n is not None), None)
     if len(users) == 1 and users[0].kind == "layer_norm":
         return users[0]
     return None
