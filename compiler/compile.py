@@ -78,8 +78,10 @@ def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, P
             for u in missing[:20]:
                 lines.append(f"  {u.op.kind} at {u.op.loc}: {u.reason} ({explain(u.op)})")
             more = f"\n  … and {len(missing) - 20} more" if len(missing) > 20 else ""
+            f16 = any(v.dtype == "f16" for u in missing for v in (*u.op.operands, *u.op.results))
             raise BertcError(f"the model is not legal for target '{target.name}': "
                              f"{len(missing)} op(s) it cannot run:\n" + "\n".join(lines) + more,
+                             FLOAT16_HINT if f16 else
                              "Drop --no-legalize, add the named passes to --passes, or choose another --target.")
     paths = {}
     for target in targets:
@@ -91,6 +93,17 @@ def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, P
         paths[target.file_name].write_bytes(data)
         del data
     return paths
+
+
+FLOAT16_HINT = ("The model computes in float16 (mixed precision). TFLite is lowered in float32 only, and "
+                "float16 arithmetic differs from TF's own by about 1e-3: re-export the model computing in float32 "
+                "(keras.mixed_precision.set_global_policy('float32') before building it), or compile it with "
+                "--target onnx --tolerance 1e-3.")
+
+
+def computes_in_float16(graph: Graph) -> bool:
+    """Whether any value of the graph is float16 (a mixed-precision model)."""
+    return any(r.dtype == "f16" for op in graph.ops for r in op.results)
 
 
 def verify_artifacts(artifacts: dict[str, Path], expected, fidelity) -> dict[str, dict]:
@@ -327,7 +340,8 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
         try:
             parity = verify_artifacts(artifacts, expected, fidelity)
         except VerificationFailed as e:  # say whether a lowering is to blame, and which op
-            raise VerificationFailed(e.message + _lowering_diagnosis(graph, artifacts, expected), e.hint) from None
+            hint = f"{e.hint} {FLOAT16_HINT}" if computes_in_float16(graph) else e.hint
+            raise VerificationFailed(e.message + _lowering_diagnosis(graph, artifacts, expected), hint) from None
         if lossy:
             # Passes changed the numbers on purpose, so the check above is loose: also hold each
             # artifact to the final IR, op by op where the runtime exposes every tensor, so a

@@ -48,6 +48,11 @@ class CalibrationData:
     # name -> the trailing dims.  They are fed zeros (no box, no table cell), valid for every such model.
     input_extra_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
     label_names: list[str] | None = None  # logit order, when known
+    # Inputs of rank 1 ([batch]): each row's valid length, which the model turns into its mask.
+    length_inputs: tuple[str, ...] = ()
+    # The batch size and sequence length the signature fixes (a model exported at [1, 128]), if any.
+    fixed_batch: int | None = None
+    fixed_seq: int | None = None
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -55,13 +60,16 @@ class CalibrationData:
     def bind(self, graph: Graph) -> "CalibrationData":
         """The same data, keyed by ``graph``'s input names (by role) in its dtypes."""
         from ..ir.types import np_dtype
+        from .inputs import lengths_inputs
 
         roles = [input_role(v.name) for v in graph.inputs if v.type.rank <= 2]
         if "ids" not in roles:
             raise BertcError(f"calibration: the model's inputs {[v.name for v in graph.inputs]} have no token ids.")
         return replace(self, input_names=[v.name for v in graph.inputs],
                        input_dtypes={v.name: np_dtype(v.dtype).name for v in graph.inputs},
-                       input_extra_dims={v.name: extra_dims(v) for v in graph.inputs if v.type.rank > 2})
+                       input_extra_dims={v.name: extra_dims(v) for v in graph.inputs if v.type.rank > 2},
+                       length_inputs=tuple(lengths_inputs(graph)),
+                       fixed_batch=_fixed_dim(graph, 0), fixed_seq=_fixed_dim(graph, 1))
 
     def lengths(self) -> np.ndarray:
         return np.array([int(s["mask"].sum()) for s in self.sequences], dtype=np.int64)
@@ -79,28 +87,39 @@ class CalibrationData:
             yield feeds
 
     def labelled_batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], list[str] | None]]:
-        """(feeds, the batch's labels or None)."""
-        batch_size = max(1, int(batch_size))
+        """(feeds, the batch's labels or None).  A signature's fixed batch size and sequence length
+        win: the last batch is then topped up from the first sequences, and longer ones are cut."""
+        batch_size = self._batch_size(batch_size)
         for start in range(0, len(self.sequences), batch_size):
-            chunk = self.sequences[start:start + batch_size]
-            width = max(len(s["ids"]) for s in chunk)
+            rows = [(start + i) % len(self.sequences) for i in range(batch_size)] if self.fixed_batch else \
+                list(range(start, min(start + batch_size, len(self.sequences))))
+            chunk = [self.sequences[i] for i in rows]
+            width = self.fixed_seq or max(len(s["ids"]) for s in chunk)
             arrays = {}
             for role in ROLES:
                 arr = np.zeros((len(chunk), width), dtype=np.int64)
                 for i, s in enumerate(chunk):
-                    arr[i, :len(s[role])] = s[role]
+                    arr[i, :len(s[role])] = s[role][:width]
                 arrays[role] = arr
             feeds = {}
             for name in self.input_names:
                 extra = self.input_extra_dims.get(name)
-                arr = np.zeros((len(chunk), width, *extra), np.int64) if extra is not None else arrays[input_role(name)]
+                if name in self.length_inputs:
+                    arr = arrays["mask"].sum(axis=1)
+                elif extra is not None:
+                    arr = np.zeros((len(chunk), width, *extra), np.int64)
+                else:
+                    arr = arrays[input_role(name)]
                 dtype = self.input_dtypes.get(name)
                 feeds[name] = arr.astype(dtype) if dtype else arr
-            labels = self.labels[start:start + batch_size] if self.labels is not None else None
+            labels = [self.labels[i] for i in rows] if self.labels is not None else None
             yield feeds, labels
 
+    def _batch_size(self, batch_size: int) -> int:
+        return self.fixed_batch or max(1, int(batch_size))
+
     def num_batches(self, batch_size: int) -> int:
-        return -(-len(self.sequences) // max(1, int(batch_size)))
+        return -(-len(self.sequences) // self._batch_size(batch_size))
 
     def label_ids(self, num_classes: int) -> tuple[np.ndarray | None, str]:
         """Labels as logit indices, and how they were mapped (or why they could not be).
@@ -218,6 +237,14 @@ def _load_npz(path: Path, max_length: int, samples: int) -> CalibrationData:
     return CalibrationData(sequences, labels, src)
 
 
+def _fixed_dim(graph: Graph, axis: int) -> int | None:
+    """The size a signature fixes for dim ``axis`` (0: batch, 1: sequence) of its inputs, if any."""
+    for v in graph.inputs:
+        if v.type.rank > axis and isinstance(v.shape[axis], int):
+            return int(v.shape[axis])
+    return None
+
+
 def extra_dims(v) -> tuple[int, ...]:
     """An input's dims after [batch, seq], static ones as they are and symbolic ones as 1."""
     return tuple(int(d) if isinstance(d, int) else 1 for d in v.shape[2:])
@@ -227,11 +254,18 @@ def random_calibration(graph: Graph, n: int = 32, seq: int = 64, seed: int = 0) 
     """``n`` random but valid sequences of up to ``seq`` tokens (ragged, as real text is)."""
     from .inputs import max_sequence_length, random_graph_inputs
 
-    seq = min(seq, max_sequence_length(graph) or seq)  # never past the position table
-    feeds = random_graph_inputs(graph, n, seq, seed=seed)
+    seq = _fixed_dim(graph, 1) or min(seq, max_sequence_length(graph) or seq)  # never past the position table
+    per_feed = _fixed_dim(graph, 0) or n  # a signature fixed at batch 1 gives one row per feed
+    parts = [random_graph_inputs(graph, per_feed, seq, seed=seed + k) for k in range(-(-n // per_feed))]
+    feeds = {name: np.concatenate([f[name] for f in parts])[:n] for name in parts[0]}
     by_role = {input_role(k): v for k, v in feeds.items() if v.ndim == 2}
+    if "ids" not in by_role:
+        raise BertcError(f"calibration: none of the model's inputs ({', '.join(feeds)}) is [batch, seq] token ids, "
+                         "so bertc cannot make calibration batches for it.",
+                         "Export a signature that takes input_ids (and attention_mask) as [batch, seq] tensors, "
+                         "not packed together.")
     ids = by_role["ids"]
-    mask = by_role.get("mask", np.ones_like(ids))
+    mask = by_role.get("mask", (ids != 0).astype(ids.dtype))  # random ids are 0 exactly where padded
     seg = by_role.get("segment", np.zeros_like(ids))
     sequences = [_sequence(ids[i], mask[i], seg[i], seq) for i in range(n)]
     data = CalibrationData(sequences, None, f"random valid token ids ({n} sequences of up to {seq} tokens; "

@@ -3,7 +3,8 @@
 Verification and benchmarks feed every backend the same arrays.  Inputs are
 recognised by name: ``*mask*`` gets ones with trailing padding, ``*type*`` and
 ``*segment*`` get two segments, anything else gets token ids below the
-vocabulary size.
+vocabulary size.  An input of rank 1 ([batch]) is the valid length of each row,
+from which the model builds its own mask (``tf.sequence_mask(lengths)``).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def max_sequence_length(graph: Graph) -> int | None:
 
 
 def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: np.random.Generator,
-                  vocab: int | dict[str, int] = 100, pad: bool = True) -> dict[str, np.ndarray]:
+                  vocab: int | dict[str, int] = 100, pad: bool = True,
+                  lengths_inputs: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Feeds for inputs given as (name, numpy dtype name).
 
     Row ``i`` of the mask keeps ``seq - i`` tokens (at least 1), so a batch mixes
@@ -77,9 +79,12 @@ def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: n
     lengths = np.array([max(1, seq - (i % max(seq, 1)) if pad else seq) for i in range(batch)])
     valid = np.arange(seq)[None, :] < lengths[:, None]
     feeds: dict[str, np.ndarray] = {}
+    lengths_inputs = set(lengths_inputs)
     for name, dtype in specs:
         role = input_role(name)
-        if role == "mask":
+        if name in lengths_inputs:
+            arr = lengths
+        elif role == "mask":
             arr = valid.astype(np.int64)
         elif role == "segment":
             arr = ((np.arange(seq)[None, :] >= (lengths[:, None] + 1) // 2) & valid).astype(np.int64)
@@ -88,6 +93,11 @@ def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: n
             arr = np.where(valid, rng.integers(1, max(v, 2), size=(batch, seq)), 0)
         feeds[name] = arr.astype(dtype)
     return feeds
+
+
+def lengths_inputs(graph: Graph) -> list[str]:
+    """The integer inputs of rank 1: one valid length per row."""
+    return [v.name for v in graph.inputs if v.type.rank == 1 and v.dtype.startswith(("i", "u"))]
 
 
 def graph_input_specs(graph: Graph) -> list[tuple[str, str]]:
@@ -105,15 +115,16 @@ def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0) -> di
     rng = np.random.default_rng(seed)
     vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
     sizes = symbol_sizes(graph, batch, seq)
+    lengths = set(lengths_inputs(graph))
     groups: dict[tuple[int, int], list] = {}
     for v in graph.inputs:
         groups.setdefault(_leading_sizes(v.shape, sizes, batch, seq), []).append(v)
     feeds: dict[str, np.ndarray] = {}
     for (b, s), values in groups.items():
         specs = [(v.name, np_dtype_name(v.dtype)) for v in values]
-        feeds.update(random_inputs(specs, b, s, rng, vocab))
+        feeds.update(random_inputs(specs, b, s, rng, vocab, lengths_inputs=lengths))
         for v in values:
-            if v.type.rank != 2:
+            if v.type.rank != 2 and v.name not in lengths:
                 extra = [d if isinstance(d, int) else sizes.get(d, 1) for d in v.shape[2:]]
                 lead = [b, s][:v.type.rank]
                 feeds[v.name] = np.zeros((*lead, *extra), feeds[v.name].dtype)

@@ -20,11 +20,12 @@ from .inputs import random_graph_inputs, random_inputs
 DEFAULT_CASES = ((1, 8), (4, 8), (1, 19), (4, 19))  # (batch, seq): two lengths, ragged padding
 
 
-def feeds_for(session, cases: Iterable[tuple[int, int]], vocab: dict[str, int], seed: int = 0):
+def feeds_for(session, cases: Iterable[tuple[int, int]], vocab: dict[str, int], seed: int = 0,
+              lengths_inputs: Iterable[str] = ()):
     rng = np.random.default_rng(seed)
     specs = list(zip(session.input_names, session.input_dtypes))
     for batch, seq in cases:
-        yield (batch, seq), random_inputs(specs, batch, seq, rng, vocab)
+        yield (batch, seq), random_inputs(specs, batch, seq, rng, vocab, lengths_inputs=lengths_inputs)
 
 
 def load_verify_data(path: Path, input_names: list[str]) -> list[dict[str, np.ndarray]]:
@@ -39,6 +40,18 @@ def load_verify_data(path: Path, input_names: list[str]) -> list[dict[str, np.nd
         raise BertcError(f"--verify-data {path}: no array for input(s) {', '.join(missing)}.",
                          f"It holds: {', '.join(data) or 'nothing'}; the model takes {', '.join(input_names)}.")
     return [{n: data[n] for n in input_names}]
+
+
+def fit_cases(graph, cases: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (batch, seq) cases with the sizes a signature fixes put in: a model exported at
+    [1, 128] (as models for phones are) can only be fed that shape, by TF and by the artifacts."""
+    fixed: list[int | None] = [None, None]
+    for v in graph.inputs:
+        for axis in range(min(2, v.type.rank)):
+            if isinstance(v.shape[axis], int):
+                fixed[axis] = v.shape[axis]
+    fitted = [(fixed[0] or b, fixed[1] or s) for b, s in cases]
+    return list(dict.fromkeys(fitted))
 
 
 @dataclass
@@ -63,7 +76,7 @@ def record(reference, graph, verify_data: Path | None = None,
         feeds_list = load_verify_data(verify_data, reference.input_names)
         cases = [tuple(next(iter(feeds_list[0].values())).shape)]
     else:
-        cases = list(DEFAULT_CASES)
+        cases = fit_cases(graph, DEFAULT_CASES)
         feeds_list = [random_graph_inputs(graph, batch, seq, seed=k) for k, (batch, seq) in enumerate(cases)]
     return Expected(cases, [(f, _run_reference(reference, f, data)) for f in feeds_list], data)
 

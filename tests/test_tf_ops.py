@@ -877,6 +877,14 @@ case("unsorted_segment_min_runtime_count", lambda x, s: tf.math.unsorted_segment
      {"x": S(None, 2), "s": S(None, dtype=I32)},
      lambda r: [{"x": edgy(r, (3, 2)), "s": np.array([0, 5, 5], np.int32)}], ["reduce_min", "range"],
      ["UnsortedSegmentMin"], exact=True)
+case("segment_min_max_sorted", lambda x, s: (tf.math.segment_min(x, s), tf.math.segment_max(x, s)),
+     {"x": S(None, 2), "s": S(None, dtype=I32)},
+     lambda r: [{"x": edgy(r, (5, 2)), "s": np.array([0, 0, 2, 2, 4], np.int32)},  # segments 1 and 3 empty: 0
+                {"x": edgy(r, (1, 2)), "s": np.array([0], np.int32)}],
+     ["reduce_min", "reduce_max"], ["SegmentMin", "SegmentMax"], exact=True)
+case("segment_max_int_flat_rows", lambda x, s: tf.math.segment_max(tf.reshape(x, [-1]), s),
+     {"x": S(None, 3, dtype=I32), "s": S(6, dtype=I64)},
+     lambda r: [{"x": ints(r, (2, 3)), "s": np.array([0, 1, 1, 1, 3, 3], np.int64)}], ["reduce_max"], ["SegmentMax"])
 case("kernel_expanded_at_run_time", lambda x: tf.nn.conv2d(x, tf.expand_dims(_CONV_K[0], 0), 1, "SAME"),
      {"x": S(None, 1, None, 4)}, lambda r: [{"x": normal(r, (2, 1, 5, 4))}], ["matmul"], ["Conv2D", "ExpandDims"],
      atol=1e-5, why="a sum over kernel taps in another order")

@@ -135,6 +135,8 @@ class Structure:
 
 
 def _activation_name(op: Op) -> str:
+    if op.kind not in ACTIVATIONS:
+        return f"elementwise (ends in {op.kind})"
     if op.kind == "gelu":
         return "gelu" if op.attrs["approximate"] == "none" else "gelu_tanh"
     return op.kind
@@ -304,12 +306,13 @@ def _norm_at(op: Op) -> Op | None:
 
 
 def _residual_norm(v: Value) -> Op | None:
-    """The layer norm (or NoNorm) after ``v`` + residual."""
+    """The layer norm (or NoNorm) after ``v`` + residual.  In a pre-norm layer the sum also
+    feeds the next residual add, in whichever order the graph lists them: any reader counts."""
     users = v.users
     if len(users) == 1 and users[0].kind == "add":
         nxt = users[0].result.users
         if len(nxt) >= 1:
-            return _norm_at(nxt[0])
+            return _norm_at(nxt[0]) or next((n for n in map(_norm_at, nxt[1:]) if n is not None), None)
     if len(users) == 1 and users[0].kind == "layer_norm":
         return users[0]
     return None
@@ -453,13 +456,45 @@ def match_ffn(start: Value) -> FeedForward:
     if not users:
         raise MatchFailed(f"no dense layer reads the attention output %{start.name}")
     up = as_projection(users[0])
-    act_users = up.out.users
-    if len(act_users) != 1 or act_users[0].kind not in ACTIVATIONS:
+    act = activation_of(up.out)
+    if act is None:
         raise MatchFailed(f"the first FFN dense layer at {up.op.loc} is not followed by an activation")
-    act = act_users[0]
     width_ops: list[Op] = []
     down = trace_forward(act.result, width_ops)
     return _feed_forward(up, act, down, _residual_norm(down.out), width_ops)
+
+
+# What an activation written out op by op is made of (x * sigmoid(x), x * sigmoid(1.702 x),
+# min(max(x, 0), 6), a GELU the fusion did not recognise): elementwise ops, scalar constants.
+ELEMENTWISE = ACTIVATIONS | {"mul", "add", "sub", "div", "neg", "erf", "exp", "log", "pow", "sqrt", "abs",
+                             "maximum", "minimum", "reciprocal"}
+NONLINEAR = ACTIVATIONS | {"erf", "exp", "log", "pow", "sqrt", "abs", "maximum", "minimum", "reciprocal"}
+
+
+def activation_of(x: Value, limit: int = 16) -> Op | None:
+    """The op that applies the FFN's activation to ``x`` (the up projection's output): its one
+    user when that is an activation op, else the op where an elementwise composition of ``x``
+    with scalar constants joins back into one value.  None when there is neither."""
+    if len(x.users) == 1 and x.users[0].kind in ACTIVATIONS:
+        return x.users[0]
+    region: dict[int, Op] = {}
+    frontier = [x]
+    while frontier:  # every elementwise op reachable from x
+        for u in frontier.pop().users:
+            if u.kind in ELEMENTWISE and as_projection(u) is None and id(u) not in region:
+                region[id(u)] = u
+                frontier.append(u.result)
+                if len(region) > limit:
+                    return None
+    inside = {id(x)} | {id(op.result) for op in region.values()}
+    for op in region.values():
+        if any(id(o) not in inside and not (o.is_const() and o.type.num_elements == 1) for o in op.operands):
+            return None  # reads something else: a residual, a per-neuron constant
+    exits = [v for v in (x, *(op.result for op in region.values()))
+             if any(id(u) not in region for u in v.users) or not v.users]
+    if len(exits) != 1 or exits[0] is x or not any(op.kind in NONLINEAR for op in region.values()):
+        return None
+    return exits[0].producer
 
 
 def _feed_forward(up: Projection, act: Op, down: Projection, norm: Op | None, width_ops: list[Op]) -> FeedForward:

@@ -201,9 +201,16 @@ def _refuse(node) -> str | None:
     if node.op in CONTROL_FLOW:
         return ("control flow (tf.while_loop, tf.cond) is not supported: BERT inference has none, "
                 "so export the model without loops or conditionals")
-    if any(a.type == 7 for k, a in node.attr.items() if k in ("T", "dtype", "DstT", "SrcT", "out_type")):
+    types = [a.type for k, a in node.attr.items() if k in ("T", "dtype", "DstT", "SrcT", "out_type", "Tparams")]
+    if 7 in types:  # DT_STRING
         return "string ops are not supported: export a model that takes token ids, not text"
+    if BFLOAT16 in types:
+        return ("bfloat16 tensors are not supported (no target here runs them): export the model computing "
+                "in float32 (keras.mixed_precision.set_global_policy('float32') before building it)")
     return None
+
+
+BFLOAT16 = 14  # tf.bfloat16's DataType enum
 
 
 def import_frozen(model: FrozenModel) -> Graph:
@@ -384,4 +391,5 @@ def import_function(fn, *, canonicalize: bool = True) -> tuple[Graph, FrozenMode
 
 # What every import runs after translation: fold the shape arithmetic, merge
 # duplicates, and recognise layer norm and GELU.
-CANONICALIZE = "fold_constants,remove_identity,simplify_shapes,fold_constants,cse,fuse_layer_norm,fuse_gelu,dce"
+CANONICALIZE = ("fold_constants,remove_identity,simplify_shapes,fold_constants,cse,fuse_layer_norm,fuse_gelu,"
+                "fuse_softmax,dce")

@@ -140,9 +140,7 @@ def freeze_function(fn, source: str = "<function>", keepalive=None) -> FrozenMod
 def _inline(fn, source: str):
     """(GraphDef with calls inlined, {capture placeholder: (variable name, value)})."""
     try:
-        from tensorflow.python.framework.convert_to_constants import _run_inline_graph_optimization
-
-        graph_def = _run_inline_graph_optimization(fn, lower_control_flow=False, aggressive_inlining=True)
+        graph_def = _inline_graph(fn)
     except Exception as e:
         raise BertcError(f"{source}: inlining the model's functions failed: {str(e).splitlines()[0][:300]}") from None
     by_handle = {id(v.handle): v for v in getattr(fn, "variables", ())}
@@ -155,6 +153,45 @@ def _inline(fn, source: str):
         elif hasattr(external, "numpy") and external.dtype.name != "resource":
             variables[node] = (node, external.numpy())  # a captured constant tensor
     return graph_def, variables
+
+
+# Marks that keep grappler from inlining a call: a function compiled with XLA
+# (``tf.function(jit_compile=True)``, Keras' ``jit_compile``) is a call the
+# optimizer leaves in place.  bertc compiles the body itself, so they go.
+_NO_INLINE_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_noinline", "_XlaScope", "_XlaInternalScope")
+
+
+def _inline_graph(fn):
+    """``fn``'s GraphDef with every call inlined, XLA-compiled functions included.
+
+    TF's ``_run_inline_graph_optimization`` with one step more: the attributes that
+    mark a function for XLA (or forbid inlining it) are removed from the call nodes
+    and the function library first; the computation is the same either way.
+    """
+    from tensorflow.python.framework import convert_to_constants as c2c
+
+    graph_def = fn.graph.as_graph_def()
+    _strip_no_inline(graph_def)
+    as_graph_def = fn.graph.as_graph_def
+    fn.graph.as_graph_def = lambda *a, **k: graph_def  # the helper reads the graph through this
+    try:
+        return c2c._run_inline_graph_optimization(fn, lower_control_flow=False, aggressive_inlining=True)
+    finally:
+        fn.graph.as_graph_def = as_graph_def
+
+
+def _strip_no_inline(graph_def) -> None:
+    """Remove the no-inline marks from the call nodes and the library functions, in place."""
+    node_lists = [graph_def.node] + [f.node_def for f in graph_def.library.function]
+    for nodes in node_lists:
+        for node in nodes:
+            for key in _NO_INLINE_ATTRS:
+                if key in node.attr:
+                    del node.attr[key]
+    for function in graph_def.library.function:
+        for key in _NO_INLINE_ATTRS:
+            if key in function.attr:
+                del function.attr[key]
 
 
 def load_keras(path: Path) -> FrozenModel:

@@ -245,31 +245,58 @@ def _segment_mean(ctx, node, ins):
 
 
 @handler("UnsortedSegmentMin", "UnsortedSegmentMax")
-def _segment_extreme(ctx, node, ins):
+def _unsorted_segment_extreme(ctx, node, ins):
     """min/max of data rows per segment, as a masked reduction: rows of other segments read
     the dtype's largest (min) or lowest (max) value, which is also what TF gives an empty
     segment.  Costs rows x segments; ids outside [0, num_segments) are dropped, as in TF."""
     data, ids, num = ins
-    k = ids.type.rank
-    dt = np_dtype(data.dtype)
-    info = np.finfo(dt) if dt.kind == "f" else np.iinfo(dt)
-    fill = ctx.const(np.asarray(info.max if node.op == "UnsortedSegmentMin" else info.min, dt), ctx.name + "/fill")
     c = ctx.folded(num)
     if c is not None:
         segments = ctx.const(np.arange(int(np.asarray(c).reshape(())), dtype=np_dtype(ids.dtype)),
                              ctx.name + "/segments")
     else:  # as many segments as the graph computes (TAPAS: cells per row times rows)
-        n = num if num.dtype == ids.dtype else ctx.emit("cast", [num], {"to": ids.dtype})
-        segments = ctx.emit("range", [ctx.const(np.zeros((), np_dtype(ids.dtype)), ctx.name + "/zero"), n,
-                                      ctx.const(np.ones((), np_dtype(ids.dtype)), ctx.name + "/one")])
+        segments = _segment_range(ctx, num if num.dtype == ids.dtype else ctx.emit("cast", [num], {"to": ids.dtype}),
+                                  ids)
+    picked, _ = _rows_per_segment(ctx, data, ids, segments, "Min" in node.op)
+    kind = "reduce_min" if "Min" in node.op else "reduce_max"
+    return ctx.emit(kind, [picked], {"axes": list(range(ids.type.rank)), "keepdims": False})
+
+
+@handler("SegmentMin", "SegmentMax")
+def _sorted_segment_extreme(ctx, node, ins):
+    """tf.math.segment_min/max: sorted ids, max(ids) + 1 segments, and 0 (not the dtype's
+    extreme, as in the unsorted form) for a segment no row belongs to."""
+    data, ids = ins
+    segments = _segment_range(ctx, _num_segments(ctx, ids), ids)
+    picked, member = _rows_per_segment(ctx, data, ids, segments, node.op == "SegmentMin")
+    axes = list(range(ids.type.rank))
+    out = ctx.emit("reduce_min" if node.op == "SegmentMin" else "reduce_max", [picked], {"axes": axes, "keepdims": False})
+    present = ctx.emit("reduce_max", [ctx.emit("cast", [member], {"to": "i32"})], {"axes": axes, "keepdims": False})
+    present = ctx.emit("greater", [present, ctx.const(np.zeros((), np.int32), ctx.name + "/zero_i32")])
+    out = ctx.emit("where", [present, out, ctx.const(np.zeros((), np_dtype(data.dtype)), ctx.name + "/empty")])
+    return _segment_type(ctx, out, data, ids, None)
+
+
+def _segment_range(ctx, num: Value, ids: Value) -> Value:
+    """0, 1, ..., num - 1 in the dtype of ``ids``, computed at run time."""
+    dt = np_dtype(ids.dtype)
+    return ctx.emit("range", [ctx.const(np.zeros((), dt), ctx.name + "/zero"), num,
+                              ctx.const(np.ones((), dt), ctx.name + "/one")])
+
+
+def _rows_per_segment(ctx, data: Value, ids: Value, segments: Value, is_min: bool) -> tuple[Value, Value]:
+    """(data laid out [N..., S, R...] with the rows of other segments replaced by the dtype's
+    largest (min) or lowest (max) value, membership mask [N..., S, 1...])."""
+    k = ids.type.rank
+    dt = np_dtype(data.dtype)
+    info = np.finfo(dt) if dt.kind == "f" else np.iinfo(dt)
+    fill = ctx.const(np.asarray(info.max if is_min else info.min, dt), ctx.name + "/fill")
     mask = ctx.emit("equal", [ctx.emit("unsqueeze", [ids], {"axes": [k]}), segments])  # [N..., S]
     rest = data.type.rank - k
     if rest:
         mask = ctx.emit("unsqueeze", [mask], {"axes": list(range(k + 1, k + 1 + rest))})
     rows = ctx.emit("unsqueeze", [data], {"axes": [k]})  # [N..., 1, R...]
-    picked = ctx.emit("where", [mask, rows, fill])
-    kind = "reduce_min" if node.op == "UnsortedSegmentMin" else "reduce_max"
-    return ctx.emit(kind, [picked], {"axes": list(range(k)), "keepdims": False})
+    return ctx.emit("where", [mask, rows, fill]), mask
 
 
 # ------------------------------------------------------------------ band and diagonal masks
