@@ -120,7 +120,7 @@ def _check_run(graph: Graph, runner, feeds: Mapping[str, np.ndarray], tol: Toler
         if op is None or op.kind == "const" or value is not op.results[-1]:
             return  # a multi-result op is checked once, when its last result arrives
         if id(op) in computed_here:
-            _release(op, seen, remaining)
+            _release(op, remaining, seen)
             return
         operands = [seen.get(id(v)) for v in op.operands]
         if all(a is not None for a in operands):
@@ -131,19 +131,20 @@ def _check_run(graph: Graph, runner, feeds: Mapping[str, np.ndarray], tol: Toler
             result.worst_ratio = max(result.worst_ratio, ratio)
             if not ratio <= 1 and (id(op) not in worst or ratio > worst[id(op)].ratio):
                 worst[id(op)] = OpDivergence(format_op(op, namer).strip(), str(op.loc), err, ratio)
-        _release(op, seen, remaining)
+        _release(op, remaining, seen)
 
     runner.run(feeds, observe)
 
 
-def _release(op: Op, seen: dict[int, np.ndarray], remaining: dict[int, int]) -> None:
+def _release(op: Op, remaining: dict[int, int], *stores: dict[int, np.ndarray]) -> None:
     """Forget operands no later op reads (BERT-base's intermediates do not all fit at once)."""
     for v in op.operands:
         k = id(v)
         if k in remaining:
             remaining[k] -= 1
             if remaining[k] <= 0:
-                seen.pop(k, None)
+                for store in stores:
+                    store.pop(k, None)
 
 
 def _row_flip_ratio(g: np.ndarray, w: np.ndarray, tol: Tolerance, room: np.ndarray) -> tuple[float, float]:
@@ -288,13 +289,7 @@ def _check_forced(graph: Graph, feeds: Mapping[str, np.ndarray], held: dict[int,
             env[id(r)] = g if held_here else w
             if room is not None and not held_here:
                 flips[id(r)] = room
-        for v in op.operands:
-            k = id(v)
-            if k in remaining:
-                remaining[k] -= 1
-                if remaining[k] <= 0:
-                    env.pop(k, None)
-                    flips.pop(k, None)
+        _release(op, remaining, env, flips)
 
 
 def _flip_room(op: Op, attrs: dict, args: list[np.ndarray], flips: dict[int, np.ndarray]) -> np.ndarray | None:
