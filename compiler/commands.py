@@ -21,10 +21,8 @@ def _split(text: str | None) -> list[str] | None:
 def load_ir(path: Path) -> Graph:
     """Read IR text and the weights beside it, with errors that name the file."""
     from .ir.parser import ParseError
-    from .ir.serialize import load
+    from .ir.serialize import load, weights_path
     from .ir.verifier import VerifyError, verify
-
-    from .ir.serialize import weights_path
 
     if not path.is_file():
         raise BertcError(f"{path}: no such file.")
@@ -73,9 +71,7 @@ def load_graph(args: argparse.Namespace, canonicalize: bool = True):
 
 
 def _load_plugins(args: argparse.Namespace) -> None:
-    from .pass_manager import load_plugin
-
-    from .pass_manager import all_passes
+    from .pass_manager import all_passes, load_plugin
 
     override = getattr(args, "override", []) or []
     unknown = [n for n in override if n not in all_passes()]
@@ -99,8 +95,8 @@ def _write_ir(graph: Graph, out: str | None) -> None:
     from .tempfiles import sweep_stale
 
     path = Path(out)
-    if not path.parent.exists():
-        raise BertcError(f"{path.parent}: directory does not exist.")
+    if not path.parent.is_dir():
+        raise BertcError(f"-o {path}: directory {path.parent} does not exist.", "Create it first, or pick another -o.")
     sweep_stale(path.parent)
     save(graph, path)
     print(f"wrote {path}", file=sys.stderr)
@@ -136,6 +132,7 @@ DEFAULT_CALIB_MAX_LENGTH = 128
 
 
 def calib_max_length(args: argparse.Namespace) -> int:
+    """--calib-max-length as given, else the default (None in argparse tells "not given" apart)."""
     given = getattr(args, "calib_max_length", None)
     return DEFAULT_CALIB_MAX_LENGTH if given is None else given
 
@@ -148,7 +145,7 @@ def check_calib_options(args: argparse.Namespace) -> None:
         raise BertcError(f"--calib-samples {args.calib_samples}: must be at least 1.")
 
 
-def check_against_model(args: argparse.Namespace, ctx, graph: Graph, passes) -> None:
+def check_against_model(args: argparse.Namespace, ctx, graph: Graph, passes: list) -> None:
     """Options that depend on the model, checked right after the import and before any pass runs:
     --calib-max-length (and the --calib sequences) against the position table, each pass's own
     (kmeans' clusters against its matrices); and a note when calibration will use random ids."""

@@ -150,6 +150,11 @@ class QuantFull(Pass):
         max_rel_error=0.3, min_cosine=0.95,
         reason="quant_full: int8 weights, activations quantized with calibrated static ranges")
 
+    @property
+    def uses_calibration(self) -> bool:
+        """target_drop ranks layers by their error on calibration sentences."""
+        return self.target_drop is not None
+
     def __post_init__(self) -> None:
         if self.target_drop is not None and not 0.0 <= self.target_drop < 1.0:
             raise ValueError(f"target_drop={self.target_drop}: a fraction in [0, 1), e.g. 0.01")

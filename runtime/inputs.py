@@ -51,7 +51,8 @@ def vocab_size(graph: Graph, input_name: str, default: int | None = 100) -> int 
 def position_table_rows(graph: Graph) -> int | None:
     """Rows of the position-embedding table (a 2-D constant named "position", gathered or sliced)."""
     rows = [int(op.result.shape[0]) for op in graph.ops_of("const")
-            if op.result.type.rank == 2 and "position" in op.attrs["name"].lower()
+            if op.result.type.rank == 2 and op.result.dtype not in ("i32", "i64")
+            and "position" in op.attrs["name"].lower()
             and any(user.kind in ("gather", "slice") for user in op.result.users)]
     return min(rows) if rows else None
 

@@ -22,6 +22,10 @@ from .inputs import input_role
 _GATHERS = frozenset({"gather", "Gather", "GATHER", "GatherV2", "ResourceGather"})
 _SLICES = frozenset({"Slice", "SLICE", "STRIDED_SLICE", "StridedSlice"})
 _MAX_HOPS = 8  # ids reach their embedding gather within a few reshapes and casts
+# Ops that read only a tensor's shape: the walk from the ids must not follow them, or it
+# would reach the position table through range(seq_len) and call its rows the vocabulary.
+_SHAPE_ONLY = frozenset({"shape", "Shape", "SHAPE", "ShapeN", "Size", "SIZE", "Rank", "RANK", "range", "Range",
+                         "RANGE"})
 
 
 @dataclass
@@ -39,6 +43,7 @@ class _Net:
     nodes: list[tuple[str, list[str], list[str]]]
     shapes: dict[str, tuple[int, ...]]  # constant tensors (weights) by name
     names: dict[str, str] = field(default_factory=dict)  # tensor -> the weight's own name, where it differs
+    int_tables: set[str] = field(default_factory=set)  # integer constants: index buffers, never embeddings
 
     def limits(self, inputs: dict[str, str]) -> Limits:
         """``inputs``: the session's input name -> the tensor name it feeds."""
@@ -57,9 +62,14 @@ class _Net:
     def _position_rows(self) -> int | None:
         """Rows of a 2-D table named "position" that a gather or slice reads (keras-hub slices it)."""
         rows = [self.shapes[ins[0]][0] for kind, ins, _ in self.nodes
-                if kind in _GATHERS | _SLICES and ins and len(self.shapes.get(ins[0], ())) == 2
+                if kind in _GATHERS | _SLICES and ins and self._is_table(ins[0])
                 and "position" in self.names.get(ins[0], ins[0]).lower()]
         return min(rows) if rows else None
+
+    def _is_table(self, tensor: str) -> bool:
+        """A 2-D constant of values (float, or int8 when quantized) with more than one row."""
+        shape = self.shapes.get(tensor, ())
+        return len(shape) == 2 and shape[0] > 1 and tensor not in self.int_tables
 
     def _table_rows(self, start: str, users) -> int | None:
         frontier, seen = [start], {start}
@@ -68,8 +78,10 @@ class _Net:
             for tensor in frontier:
                 for n, i in users.get(tensor, []):
                     kind, ins, outs = self.nodes[n]
-                    if kind in _GATHERS and i == 1 and len(self.shapes.get(ins[0], ())) == 2:
+                    if kind in _GATHERS and i == 1 and self._is_table(ins[0]):
                         return int(self.shapes[ins[0]][0])
+                    if kind in _SHAPE_ONLY:
+                        continue
                     nxt += [o for o in outs if o not in seen]
                     seen.update(outs)
             frontier = nxt
@@ -82,7 +94,8 @@ def onnx_net(path) -> tuple[_Net, dict[str, str]]:
     model = onnx.load(str(path), load_external_data=False)
     nodes = [(n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
     shapes = {t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer}
-    return _Net(nodes, shapes), {i.name: i.name for i in model.graph.input}
+    ints = {t.name for t in model.graph.initializer if t.data_type in (onnx.TensorProto.INT32, onnx.TensorProto.INT64)}
+    return _Net(nodes, shapes, int_tables=ints), {i.name: i.name for i in model.graph.input}
 
 
 def _tflite_net(session) -> tuple[_Net, dict[str, str]]:
@@ -95,26 +108,39 @@ def _tflite_net(session) -> tuple[_Net, dict[str, str]]:
     inputs = {feed: name[index] for feed, index in session._inputs}
     shapes = {name[i]: tuple(int(d) for d in t["shape"]) for i, t in details.items()
               if name[i] not in produced and name[i] not in inputs.values()}
-    return _Net(nodes, shapes), inputs
+    ints = {name[i] for i, t in details.items() if np.dtype(t["dtype"]) in (np.int32, np.int64)}
+    return _Net(nodes, shapes, int_tables=ints), inputs
+
+
+def _dtype(value) -> np.dtype:
+    """A variable's numpy dtype without copying its value (a tf.Variable or a numpy array)."""
+    as_numpy = getattr(getattr(value, "dtype", None), "as_numpy_dtype", None)
+    return np.dtype(as_numpy) if as_numpy is not None else np.asarray(value).dtype
 
 
 def _tf_net(frozen) -> tuple[_Net, dict[str, str]]:
     """A frozen GraphDef: constants and captured variables are the tables."""
-    nodes, shapes, names = [], {}, {}
+    nodes, shapes, names, ints = [], {}, {}, set()
     for node in frozen.graph_def.node:
         ins = [i.split("^")[-1].split(":")[0] for i in node.input if not i.startswith("^")]
         nodes.append((node.op, ins, [node.name]))
         if node.op == "Const":
             shapes[node.name] = tuple(int(d.size) for d in node.attr["value"].tensor.tensor_shape.dim)
+            if node.attr["dtype"].type in (3, 9):  # DT_INT32, DT_INT64
+                ints.add(node.name)
             names[node.name] = (frozen.weight_names or {}).get(node.name, node.name)
     for placeholder, (variable, value) in (frozen.variables or {}).items():
         shapes[placeholder] = tuple(int(d) for d in np.shape(value))
         names[placeholder] = variable
+        if _dtype(value).kind in "iu" and _dtype(value).itemsize >= 4:
+            ints.add(placeholder)
     # Variables are read through Identity / ReadVariableOp: those reads are tables too.
     for kind, ins, outs in nodes:
         if kind in ("Identity", "ReadVariableOp") and ins and ins[0] in shapes:
             shapes[outs[0]], names[outs[0]] = shapes[ins[0]], names.get(ins[0], ins[0])
-    return _Net(nodes, shapes, names), {i.name: i.node for i in frozen.inputs}
+            if ins[0] in ints:
+                ints.add(outs[0])
+    return _Net(nodes, shapes, names, ints), {i.name: i.node for i in frozen.inputs}
 
 
 def model_limits(session) -> Limits:

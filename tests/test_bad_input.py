@@ -358,13 +358,13 @@ sys.exit(main(sys.argv[1:]))
 SIGNALS = [  # (name, signal, argv, the directory watched, what it holds before)
     ("SIGTERM during compile", signal.SIGTERM, "compile {saved_model} --target onnx -o {tmp}/out", "out",
      ("keep.txt",)),
-    ("SIGHUP during compile", signal.SIGHUP, "compile {saved_model} --target onnx -o {tmp}/out", "out",
+    ("SIGHUP during compile", signal.SIGHUP, "compile {bir} --target onnx -o {tmp}/out", "out",
      ("keep.txt",)),
     ("SIGINT during compile", signal.SIGINT, "compile {bir} --target tflite -o {tmp}/out", "out", ("keep.txt",)),
     ("SIGTERM during compile into a new directory", signal.SIGTERM,
      "compile {bir} --target onnx -o {tmp}/new/out", "new/out", ()),
     ("SIGTERM during import -o", signal.SIGTERM, "import {saved_model} -o {tmp}/ir/model.bir", "ir", ("model.bir",)),
-    ("SIGHUP during import -o", signal.SIGHUP, "import {saved_model} -o {tmp}/ir/model.bir", "ir", ("model.bir",)),
+    ("SIGHUP during import -o", signal.SIGHUP, "import {bir} -o {tmp}/ir/model.bir", "ir", ("model.bir",)),
 ]
 
 

@@ -73,3 +73,19 @@ def test_eval_refuses_a_vocabulary_larger_than_the_model(capsys, tmp_path, tf_be
     assert code == 2, err
     assert "Traceback" not in err
     assert "--vocab" in err and "token id 115 is outside the vocabulary" in err and f"{VOCAB} ids" in err
+
+
+def test_limits_follow_the_ids_not_their_shape():
+    """The vocabulary is the table the ids index, not one reached through shape(ids) -> range
+    (the position table); an integer "position_ids" buffer is not a position table."""
+    from bertc.runtime.limits import _Net
+
+    nodes = [("Shape", ["input_ids"], ["s"]), ("Range", ["zero", "s", "one"], ["pos"]),
+             ("Gather", ["position_embeddings", "pos"], ["p"]),
+             ("Slice", ["position_ids", "zero", "s"], ["pid"]),
+             ("Cast", ["input_ids"], ["ids64"]), ("Unsqueeze", ["ids64"], ["ids3"]),
+             ("Reshape", ["ids3"], ["ids2"]), ("Gather", ["word_embeddings", "ids2"], ["w"])]
+    shapes = {"position_embeddings": (512, 8), "word_embeddings": (30522, 8), "position_ids": (1, 512)}
+    limits = _Net(nodes, shapes, int_tables={"position_ids"}).limits({"input_ids": "input_ids"})
+    assert limits.vocab == {"input_ids": 30522}
+    assert limits.positions == 512
