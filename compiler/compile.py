@@ -132,7 +132,7 @@ def verify_artifacts(artifacts: dict[str, Path], expected, fidelity) -> dict[str
     return parity
 
 
-OP_CHECK_RUNS = 2  # input sets each op is checked on: a ragged batch and a single sequence
+OP_CHECK_RUNS = 1  # input sets each op is checked on: the last, a ragged batch of four
 
 
 def check_ops(graph: Graph, artifacts: dict[str, Path], expected) -> dict[str, dict]:
