@@ -23,7 +23,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 from .diagnostics import BertcError, did_you_mean
 from .ir.graph import Graph, Op
@@ -35,10 +35,48 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PassContext:
-    """What passes may need beyond the graph: calibration data, a report to add to."""
+    """What passes may need beyond the graph: calibration data, a report to add to.
+
+    ``calib`` is the user's data (``--calib``), or None.  ``random_data(graph, n, seq)``
+    makes random but valid token ids when there is none; ``runner(graph, values,
+    reference)`` runs a graph batch by batch and shows each of ``values`` to an
+    observer (onnxruntime, or the reference interpreter).  The driver may hand in its
+    own; by default they come from ``bertc.runtime``, so that passes and analyses never
+    reach into the runtime themselves.
+    """
 
     calib: Any = None
     report: dict[str, Any] = field(default_factory=dict)
+    random_data: Callable[..., Any] | None = None
+    runner: Callable[..., Any] | None = None
+
+    def graph_runner(self, graph: Graph, values: list, reference: bool = False):
+        """An engine with ``run(feeds, observe)``, ``engine`` and ``reason`` (see runtime.ort_runner)."""
+        make = self.runner or _ort_or_reference_runner
+        return make(graph, values, reference)
+
+    def calibration(self, graph: Graph, n: int = 32, seq: int = 64):
+        """Calibration data bound to ``graph``: the user's, or ``n`` random sequences of up to
+        ``seq`` tokens (its ``random`` flag then says so)."""
+        if self.calib is not None:
+            return self.calib.bind(graph)
+        make = self.random_data or _random_token_ids
+        return make(graph, n=n, seq=seq)
+
+
+def _ort_or_reference_runner(graph: Graph, values: list, reference: bool):
+    from .runtime.ort_runner import OrtGraphRunner
+
+    if reference:
+        return OrtGraphRunner.reference(graph, values, "engine=reference")
+    return OrtGraphRunner(graph, values)
+
+
+def _random_token_ids(graph: Graph, n: int, seq: int):
+    """The default stand-in for calibration data (the CLI's driver hands in the same)."""
+    from .runtime.calib import random_calibration
+
+    return random_calibration(graph, n=n, seq=seq)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ op result (constants excluded) is fed into a streaming histogram
 (``bertc.analysis.ranges``), so memory does not grow with the data.
 
 ``engine`` says what computes the activations.  ``onnxruntime``
-(``bertc.ir.ort_runner``) lowers the graph to ONNX once, exposes every f32
+(``bertc.runtime.ort_runner``, handed in by the pass context) lowers the graph to ONNX once, exposes every f32
 intermediate as an output (in a few consecutive sessions, so only one
 session's share of the activations is in memory at a time) and runs each batch
 there.  Measured (benchmarks/calibration.py, BERT-base, entropy, 256 SARA
@@ -56,7 +56,6 @@ from typing import Any, ClassVar, Literal
 from bertc.analysis.ranges import METHODS, RangeObserver, real_token_selector
 from bertc.diagnostics import BertcError
 from bertc.ir import Graph
-from bertc.ir.ort_runner import OrtGraphRunner
 from bertc.pass_manager import Pass, PassContext, register_pass
 
 log = logging.getLogger(__name__)
@@ -89,17 +88,12 @@ class Calibrate(Pass):
             raise ValueError(f"percentile={self.percentile} must be in (0, 100]")
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from bertc.runtime.calib import random_calibration
-
         t0 = time.perf_counter()
-        if ctx.calib is not None:
-            data = ctx.calib.bind(graph)
-        else:
-            data = random_calibration(graph, n=min(self.samples, 32), seq=64)
+        data = ctx.calibration(graph, n=min(self.samples, 32), seq=64)
         sequences = data.sequences[:self.samples]
         data = replace(data, sequences=sequences)
         observer = RangeObserver(graph)
-        runner = self._runner(graph, observer)
+        runner = self._runner(graph, observer, ctx)
         t_setup = time.perf_counter()
         n_batches = data.num_batches(self.batch_size)
         tokens = 0
@@ -125,12 +119,11 @@ class Calibrate(Pass):
                  len(sequences), seconds, runner.engine)
         return True
 
-    def _runner(self, graph: Graph, observer: RangeObserver) -> OrtGraphRunner:
-        """What runs the batches: onnxruntime with the observed values exposed, or the reference."""
+    def _runner(self, graph: Graph, observer: RangeObserver, ctx: PassContext):
+        """What runs the batches: onnxruntime with the observed values exposed, or the reference
+        (the pass context's ``graph_runner``)."""
         observed = [r for op in graph.ops for r in op.results if id(r) in observer.keys]
-        if self.engine == "reference":
-            return OrtGraphRunner.reference(graph, observed, "engine=reference")
-        runner = OrtGraphRunner(graph, observed)
+        runner = ctx.graph_runner(graph, observed, reference=self.engine == "reference")
         if self.engine == "onnxruntime" and runner.engine != "onnxruntime":
             raise BertcError(f"calibrate{{engine=onnxruntime}}: {runner.reason}. Use engine=auto or "
                              "engine=reference to calibrate on the reference interpreter.")

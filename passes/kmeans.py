@@ -53,7 +53,7 @@ import numpy as np
 from bertc.diagnostics import BertcError
 from bertc.ir import Graph, Op
 from bertc.pass_manager import Pass, PassContext, register_pass
-from bertc.runtime.fidelity import Fidelity
+from bertc.fidelity import Fidelity
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Kmeans(Pass):
         if not chosen:
             ctx.report[self.name] = self._report([], excluded, 0, 0, None)
             return False
-        drift = OutputDrift(graph, ctx.calib)
+        drift = OutputDrift(graph, ctx)
         bytes_before = bytes_after = 0
         matrices = []
         for op in chosen:

@@ -58,7 +58,7 @@ from bertc.ir import Graph, Op
 from bertc.ir.parser import copy_graph
 from bertc.ir.types import is_static
 from bertc.pass_manager import Pass, PassContext, register_pass
-from bertc.runtime.fidelity import Fidelity
+from bertc.fidelity import Fidelity
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +142,13 @@ class OutputDrift:
     it is a sanity figure for the report, not an evaluation.
     """
 
-    def __init__(self, graph: Graph, calib, batch_size: int = 4) -> None:
+    def __init__(self, graph: Graph, ctx: PassContext, batch_size: int = 4) -> None:
         from bertc.ir.interpreter import run_graph
-        from bertc.runtime.calib import random_calibration
 
         self.feeds = self.ref = None
         self.source = ""
         try:
-            data = calib.bind(graph) if calib is not None else random_calibration(graph, n=batch_size, seq=16)
+            data = ctx.calibration(graph, n=batch_size, seq=16)
             self.feeds = next(iter(data.batches(batch_size)))
             self.ref = run_graph(graph, self.feeds)
             self.source = data.source
@@ -378,7 +377,7 @@ class PruneHeads(Pass):
         else:
             min_keep = self.min_heads if self.allow_empty else max(1, self.min_heads)
             ratio = DEFAULT_RATIO if self.ratio is None and self.heads is None else self.ratio
-            scores = head_scores(graph, structure, self.criterion, ctx.calib, self.batch_size)
+            scores = head_scores(graph, structure, self.criterion, ctx, self.batch_size)
             kept, notes = select_units(scores.per_layer, self.heads, ratio, self.per_layer, min_keep, self.normalize)
         empty = [layer for layer, k in kept.items() if not k]
         if empty and not self.allow_empty:
@@ -391,7 +390,7 @@ class PruneHeads(Pass):
             return False
         seqs = report_seqs(ctx.calib)
         before = cost(graph, seqs)
-        drift = OutputDrift(graph, ctx.calib)
+        drift = OutputDrift(graph, ctx)
         reference = copy_graph(graph) if self.reconstruct else None
         edits: list[Edit] = []
         for layer in structure.layers:

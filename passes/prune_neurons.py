@@ -29,7 +29,7 @@ from bertc.ir.parser import copy_graph
 from bertc.analysis.structure import FeedForward, Structure, analyze_structure
 from bertc.ir import Graph
 from bertc.pass_manager import Pass, PassContext, register_pass
-from bertc.runtime.fidelity import Fidelity
+from bertc.fidelity import Fidelity
 
 from bertc.analysis.prune_edit import Edit, PruneError, apply_reshapes, plan_reshapes, slice_projection
 
@@ -115,7 +115,7 @@ class PruneNeurons(Pass):
                 raise PruneError(f"keep={self.keep!r} leaves layer(s) {empty} without neurons.")
         else:
             ratio = DEFAULT_RATIO if self.ratio is None else self.ratio
-            scores = neuron_scores(graph, structure, self.criterion, ctx.calib, self.batch_size)
+            scores = neuron_scores(graph, structure, self.criterion, ctx, self.batch_size)
             kept, notes = select_units(scores.per_layer, None, ratio, self.per_layer, self.min_neurons,
                                        self.normalize)
         if all(len(kept[layer]) == widths[layer] for layer in widths):
@@ -125,7 +125,7 @@ class PruneNeurons(Pass):
             return False
         seqs = report_seqs(ctx.calib)
         before = cost(graph, seqs)
-        drift = OutputDrift(graph, ctx.calib)
+        drift = OutputDrift(graph, ctx)
         reference = copy_graph(graph) if self.reconstruct else None
         edits: list[Edit] = []
         for layer in structure.layers:

@@ -42,7 +42,7 @@ import numpy as np
 from bertc.analysis.prune_edit import replace_operand_const
 from bertc.ir import Graph, Op
 from bertc.pass_manager import Pass, PassContext, register_pass
-from bertc.runtime.fidelity import Fidelity
+from bertc.fidelity import Fidelity
 
 from .prune_heads import quoted_spec
 

@@ -81,7 +81,7 @@ from bertc.diagnostics import BertcError
 from bertc.ir import Graph, Op, Value
 from bertc.ir.graph import Loc
 from bertc.pass_manager import Pass, PassContext, register_pass
-from bertc.runtime.fidelity import Fidelity
+from bertc.fidelity import Fidelity
 
 from .quant_int8 import _eligible_matmul, _roles, check_weight_bits, quantize_symmetric
 
@@ -239,7 +239,7 @@ class QuantFull(Pass):
         for s in sites:
             if s.key not in excluded:
                 groups[s.group] = groups.get(s.group, 0) + 1
-        batches = batches if batches is not None else S.calibration_batches(graph, ctx.calib)
+        batches = batches if batches is not None else S.calibration_batches(graph, ctx)
         reference = S.run_outputs(graph, batches)
         ranking = S.rank_groups(graph, groups, self._quantize_groups(excluded), batches, reference)
         return ranking, batches, reference

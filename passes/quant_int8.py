@@ -44,7 +44,7 @@ per tensor or along the hidden axis), so the runtimes never hold a float copy.
 Tables read by anything but gathers stay float.
 
 Numerics change on purpose, so the pass declares its own verification bound
-(``fidelity``, see ``bertc.runtime.fidelity``) instead of the exact 1e-4 check.
+(``fidelity``, see ``bertc.fidelity``) instead of the exact 1e-4 check.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ import numpy as np
 
 from bertc.ir import Graph, Op, Value
 from bertc.pass_manager import Pass, PassContext, register_pass
-from bertc.runtime.fidelity import Fidelity
+from bertc.fidelity import Fidelity
 
 log = logging.getLogger(__name__)
 

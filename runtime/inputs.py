@@ -13,16 +13,10 @@ from typing import Iterable
 
 import numpy as np
 
+from ..analysis.input_roles import input_role  # noqa: F401  (re-exported)
 from ..ir.graph import Graph
 
 
-def input_role(name: str) -> str:
-    low = name.lower()
-    if "mask" in low:
-        return "mask"
-    if "type" in low or "segment" in low:
-        return "segment"
-    return "ids"
 
 
 # Ops the ids pass through on their way to the embedding gather (padded, sliced, reshaped …).
@@ -105,17 +99,18 @@ def graph_input_specs(graph: Graph) -> list[tuple[str, str]]:
     return [(v.name, np_dtype_name(v.dtype)) for v in graph.inputs]
 
 
-def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0,
+                        independent: bool = False) -> dict[str, np.ndarray]:
     """Valid random feeds for ``graph``'s inputs; dims past [batch, seq] (a bbox) are all zeros.
 
-    Inputs that share the graph's ``batch`` and ``seq`` symbols get those sizes.  An
-    input with dims of its own (``batch_<name>``: the graph never relates them to the
-    others) gets other sizes, so that a compile which wrongly assumed them equal is
-    caught by verification.
+    Every batch-like dim symbol gets ``batch`` and every sequence-like one ``seq``, as a
+    tokenizer feeds a BERT.  With ``independent=True`` (verification), an input with dims
+    of its own (``batch_<name>``: the graph never relates them to the others) gets other
+    sizes, so that a compile which wrongly assumed them equal is caught.
     """
     rng = np.random.default_rng(seed)
     vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
-    sizes = symbol_sizes(graph, batch, seq)
+    sizes = symbol_sizes(graph, batch, seq, independent)
     lengths = set(lengths_inputs(graph))
     groups: dict[tuple[int, int], list] = {}
     for v in graph.inputs:
@@ -132,16 +127,17 @@ def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0) -> di
     return feeds
 
 
-def symbol_sizes(graph: Graph, batch: int, seq: int) -> dict[str, int]:
+def symbol_sizes(graph: Graph, batch: int, seq: int, independent: bool = False) -> dict[str, int]:
     """A size for every dim symbol of the graph's inputs: ``batch`` and ``seq`` as given,
     each other symbol a size of its own (batch + k for batch-like dims, seq - k, at least 1,
-    for sequence-like ones), so independent dims are fed unequal sizes."""
+    for sequence-like ones), so independent dims are fed unequal sizes; or, with
+    ``independent=False``, the same ``batch`` or ``seq`` as their names say."""
     sizes = {"batch": batch, "seq": seq}
     k = 0
     for v in graph.inputs:
         for d in v.shape:
             if isinstance(d, str) and "*" not in d and d not in sizes:
-                k += 1
+                k += independent
                 sizes[d] = max(1, seq - k) if d.startswith("seq") else batch + k
     return sizes
 

@@ -93,7 +93,7 @@ class OpParity:
 def onnx_op_parity(graph: Graph, feeds_list: Iterable[Mapping[str, np.ndarray]],
                    tolerance: Tolerance = OP_TOLERANCE) -> OpParity:
     """Check every op of ``graph`` against its ONNX lowering on each feed set."""
-    from ..ir.ort_runner import OrtGraphRunner
+    from .ort_runner import OrtGraphRunner
 
     runner = OrtGraphRunner(graph)
     result = OpParity()
@@ -149,6 +149,16 @@ def _release(op: Op, remaining: dict[int, int], *stores: dict[int, np.ndarray]) 
                     store.pop(k, None)
 
 
+SENTINEL = 1e30  # |x| this large is a mask's "minus infinity" (tf.float32.min, -inf), not a number
+
+
+def _same_sentinel(g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Both sides hold a mask value of the same sign: -inf, tf.float32.min, or that plus a little
+    (which one kernel rounds to -inf and another keeps finite); softmax reads them all as zero."""
+    with np.errstate(invalid="ignore"):
+        return (np.abs(g) >= SENTINEL) & (np.abs(w) >= SENTINEL) & (np.sign(g) == np.sign(w))
+
+
 def _row_flip_ratio(g: np.ndarray, w: np.ndarray, tol: Tolerance, room: np.ndarray) -> tuple[float, float]:
     """Rows within float rounding count 0; the others may use their flip room, and may be at most
     FLIP_ROW_SHARE of the rows.  The ratio is the worst of the three tests (<= 1: holds)."""
@@ -195,9 +205,8 @@ def _worst_ratio(got: list[np.ndarray], want: list[np.ndarray], tol: Tolerance,
             continue
         err = np.abs(g - w)
         both_nan = np.isnan(g) & np.isnan(w)
-        same_inf = np.isinf(w) & (g == w)
-        err = np.where(both_nan | same_inf, 0.0, err)
-        finite = np.abs(np.where(np.isfinite(w), w, 0.0))
+        err = np.where(both_nan | _same_sentinel(g, w), 0.0, err)
+        finite = np.abs(np.where(np.abs(w) < SENTINEL, w, 0.0))
         rms = float(np.sqrt(np.mean(finite * finite)))
         bound = tol.atol + tol.rtol * (finite + rms)
         r = err / bound
@@ -236,9 +245,15 @@ def tflite_op_parity(graph: Graph, artifact: bytes, feeds_list: Iterable[Mapping
     return result
 
 
+CHECKED_ON_TFLITE = ("f32", "i8", "u8")  # numbers and quantized numbers; not shapes, indices or masks
+
+
 def _held_tensors(graph: Graph, interp, tensor_of: dict[str, int], namer: Namer) -> dict[int, np.ndarray]:
-    """id(IR value) -> the artifact's array, for each op result the artifact holds under its name
-    in the IR's dtype (a result folded into another operator, or re-typed, has none)."""
+    """id(IR value) -> the artifact's array, for each float or int8 op result the artifact holds
+    under its name in the IR's dtype (a result folded into another operator, or re-typed, has
+    none).  Integer shape arithmetic is left out: the TFLite lowering may hold an equivalent
+    form under the value's name (a slice's "to the end" as the length itself), which only its
+    reader can tell apart; the end-to-end check covers it."""
     from ..ir.types import DTYPES
 
     held = {}
@@ -246,6 +261,8 @@ def _held_tensors(graph: Graph, interp, tensor_of: dict[str, int], namer: Namer)
         if op.kind == "const":
             continue
         for r in op.results:
+            if r.dtype not in CHECKED_ON_TFLITE:
+                continue
             idx = tensor_of.get(namer.name(r))
             if idx is None:
                 continue

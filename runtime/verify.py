@@ -8,6 +8,7 @@ real inputs from an ``.npz``.  ``bertc.runtime.fidelity`` judges the outputs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -15,6 +16,8 @@ from typing import Iterable
 import numpy as np
 
 from ..diagnostics import BertcError
+
+log = logging.getLogger(__name__)
 from .inputs import random_graph_inputs, random_inputs
 
 DEFAULT_CASES = ((1, 8), (4, 8), (1, 19), (4, 19))  # (batch, seq): two lengths, ragged padding
@@ -77,8 +80,34 @@ def record(reference, graph, verify_data: Path | None = None,
         cases = [tuple(next(iter(feeds_list[0].values())).shape)]
     else:
         cases = fit_cases(graph, DEFAULT_CASES)
-        feeds_list = [random_graph_inputs(graph, batch, seq, seed=k) for k, (batch, seq) in enumerate(cases)]
+        return _record_random(reference, graph, cases)
     return Expected(cases, [(f, _run_reference(reference, f, data)) for f in feeds_list], data)
+
+
+def _record_random(reference, graph, cases: list[tuple[int, int]]) -> Expected:
+    """Random token ids; inputs whose dims the graph leaves independent at sizes of their own.
+
+    A source whose inputs must agree in a way its graph shows only through a reshape
+    (modeling.py reshapes the mask to the ids' batch) refuses those sizes: it is then
+    verified with every input at the same batch and length, which is all it accepts."""
+    def run(independent: bool) -> list:
+        feeds = [random_graph_inputs(graph, b, s, seed=k, independent=independent) for k, (b, s) in enumerate(cases)]
+        return [(f, _run_reference(reference, f, "random token ids")) for f in feeds]
+
+    try:
+        return Expected(cases, run(True), "random token ids")
+    except BertcError as e:
+        same = [random_graph_inputs(graph, b, s, seed=k, independent=False) for k, (b, s) in enumerate(cases)]
+        if all(_same_feeds(a, b) for a, b in zip(same, [random_graph_inputs(graph, b, s, seed=k, independent=True)
+                                                        for k, (b, s) in enumerate(cases)])):
+            raise  # the sizes were the same already: the source refuses them for another reason
+        log.info("verifying with every input at one batch and length: %s", e.message)
+        return Expected(cases, run(False), "random token ids (every input at one batch and length: the source "
+                                           "refuses independent sizes)")
+
+
+def _same_feeds(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return all(np.shape(a[k]) == np.shape(b[k]) for k in a)
 
 
 def _run_reference(reference, feeds: dict[str, np.ndarray], data: str) -> dict[str, np.ndarray]:

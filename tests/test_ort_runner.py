@@ -1,4 +1,4 @@
-"""The onnxruntime graph runner (bertc.ir.ort_runner) and calibrate's engines: issue 6.
+"""The onnxruntime graph runner (bertc.runtime.ort_runner) and calibrate's engines.
 
 Everything is checked against the reference interpreter (``run_graph``) on the
 tiny test BERT.  Tolerances, and why:
@@ -26,7 +26,7 @@ from bertc.analysis.ranges import BINS, RangeObserver, choose_range, real_token_
 from bertc.diagnostics import BertcError
 from bertc.ir import Graph, TensorType
 from bertc.ir.interpreter import run_graph
-from bertc.ir.ort_runner import OrtGraphRunner, run_graph_ort
+from bertc.runtime.ort_runner import OrtGraphRunner, run_graph_ort
 from bertc.ir.registry import get_op_def
 from bertc.pass_manager import PassContext, PassManager, parse_pipeline
 from bertc.runtime.calib import random_calibration

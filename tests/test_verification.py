@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,8 +232,10 @@ def test_verification_feeds_untied_inputs_other_sizes(two_batches_model):
 
     graph, _ = import_model(two_batches_model)
     for batch in (1, 4):
-        feeds = random_graph_inputs(graph, batch, 8)
+        feeds = random_graph_inputs(graph, batch, 8, independent=True)
         assert feeds["x"].shape[0] == batch and feeds["y"].shape[0] != batch, {k: v.shape for k, v in feeds.items()}
+        same = random_graph_inputs(graph, batch, 8)  # as a tokenizer feeds them: one batch
+        assert same["x"].shape[0] == same["y"].shape[0] == batch
 
 
 def test_one_batch_for_all_inputs_was_a_miscompile():
@@ -262,19 +265,31 @@ def test_one_batch_for_all_inputs_was_a_miscompile():
     assert run_graph(tied, feeds)["output_0"].shape != want.shape
 
 
-def test_source_refusing_the_verification_inputs_is_a_clear_error(capsys, tmp_path):
-    """A model whose inputs must relate in a way the import cannot see (y's rows a multiple of
-    x's) refuses some verification inputs: compile says so and asks for --verify-data."""
-
+def _save(tmp_path, fn) -> Path:
     class M(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x"),
                                       tf.TensorSpec([None, 6], tf.float32, name="y")])
         def __call__(self, x, y):
-            return {"out": tf.reshape(y, [tf.shape(x)[0], -1])}
+            return {"out": fn(x, y)}
 
     m = M()
     tf.saved_model.save(m, str(tmp_path / "model"), signatures=m.__call__)
-    code, err = compile_(capsys, tmp_path / "model", "--target", "onnx", "-o", tmp_path / "out")
+    return tmp_path / "model"
+
+
+def test_a_source_that_needs_equal_sizes_is_verified_at_equal_sizes(capsys, tmp_path):
+    """Inputs that must agree in a way the graph cannot show (y's rows a multiple of x's): TF
+    refuses independent sizes, so verification falls back to one batch for all, and says so."""
+    model = _save(tmp_path, lambda x, y: tf.reshape(y, [tf.shape(x)[0], -1]))
+    code, err = compile_(capsys, model, "--target", "onnx", "-o", tmp_path / "out")
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "every input at one batch and length" in report["verification_data"]
+
+
+def test_a_source_refusing_every_verification_input_is_a_clear_error(capsys, tmp_path):
+    model = _save(tmp_path, lambda x, y: tf.reshape(y, [tf.shape(x)[0] + 7, -1]))  # 6 * b values in b + 7 rows
+    code, err = compile_(capsys, model, "--target", "onnx", "-o", tmp_path / "out")
     assert code == 2, err
     assert "--verify-data" in err and "refuses" in err and "Traceback" not in err
     assert "bug in bertc" not in err

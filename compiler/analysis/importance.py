@@ -40,7 +40,7 @@ import numpy as np
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import run_graph
 from ..ir.types import is_static
-from ..runtime.inputs import input_role
+from .input_roles import input_role
 from .autodiff import forward, tap_gradients
 from .layout import Units
 from .structure import Attention, FeedForward, Projection, Structure
@@ -363,11 +363,14 @@ def progress(total: int, description: str) -> Iterator:
 
 # ------------------------------------------------------------------ criteria
 def _calibration(graph: Graph, calib):
-    from ..runtime.calib import random_calibration
+    """Data bound to ``graph`` from ``calib``: a PassContext, calibration data, or None (random
+    token ids, and a note that says so)."""
+    from ..pass_manager import PassContext
 
-    if calib is None:
-        return random_calibration(graph), ["no calibration data: random valid token ids stand in (pass --calib)"]
-    return calib.bind(graph), []
+    ctx = calib if isinstance(calib, PassContext) else PassContext(calib=calib)
+    data = ctx.calibration(graph)
+    random = ctx.calib is None
+    return data, ["no calibration data: random valid token ids stand in (pass --calib)"] if random else []
 
 
 def _batches_with_labels(calib, objective: Objective, batch_size: int):

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..ir.graph import Graph, Value
 from ..ir.interpreter import run_graph
-from ..runtime.inputs import input_role
+from .input_roles import input_role
 from .structure import Projection, Structure, analyze_structure
 
 log = logging.getLogger(__name__)

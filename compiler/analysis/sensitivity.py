@@ -56,9 +56,10 @@ def calibration_batches(graph: Graph, calib=None, samples: int = 64, batch_size:
     else random valid token ids, as the calibrate pass does."""
     from dataclasses import replace
 
-    from ..runtime.calib import random_calibration
+    from ..pass_manager import PassContext
 
-    data = calib.bind(graph) if calib is not None else random_calibration(graph, n=min(samples, 32), seq=64)
+    ctx = calib if isinstance(calib, PassContext) else PassContext(calib=calib)
+    data = ctx.calibration(graph, n=min(samples, 32), seq=64)
     data = replace(data, sequences=data.sequences[:samples])
     out = []
     for i, feeds in enumerate(data.batches(batch_size)):
@@ -90,7 +91,7 @@ def output_error(want: Outputs, got: Outputs) -> float:
 
 
 def classifier_outputs(graph: Graph) -> set[str]:
-    """Outputs typed [batch, classes] with more than one class (as bertc.runtime.fidelity
+    """Outputs typed [batch, classes] with more than one class (as bertc.fidelity
     treats them): their drop is argmax disagreement, every other output's is 1 - cosine."""
     return {name for name, v in graph.outputs.items()
             if v.type.rank == 2 and is_static(v.shape[1]) and v.shape[1] > 1}

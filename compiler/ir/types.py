@@ -192,6 +192,27 @@ def same_dim(a: Dim, b: Dim) -> bool:
     return ties is not None and ties.unite(a, b) is not None
 
 
+def same_elements(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> None:
+    """``a`` and ``b`` hold the same elements (a reshape): while tying dims, unite their free
+    symbols in order when both sides have as many and the same static factor.  modeling.py
+    reshapes the mask to ``[batch, 1, seq]`` read from the ids: the mask's dims are the ids'."""
+    ties = _TIES.get()
+    if ties is None or UNKNOWN in a or UNKNOWN in b:
+        return
+    sides = []
+    for dims in (a, b):
+        coef, names = 1, []
+        for d in dims:
+            c, factors = _split(ties.canon(d))
+            coef *= c
+            names += list(factors.elements())  # a product's factors in its canonical order
+        sides.append((coef, names))
+    (ca, na), (cb, nb) = sides
+    if ca == cb and len(na) == len(nb) and all(n in ties.parent for n in na + nb):
+        for x, y in zip(na, nb):
+            ties.unite(x, y)
+
+
 def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
     """Numpy broadcasting over symbolic shapes; raises ValueError when they clash.
 

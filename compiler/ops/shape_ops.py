@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.registry import Attr, OpError, define
-from ..ir.types import UNKNOWN, DTYPES, TensorType, dim_div, dim_prod, is_static, normalize_axis
+from ..ir.types import UNKNOWN, DTYPES, TensorType, dim_div, dim_prod, is_static, normalize_axis, same_elements
 from ._util import as_int_list, axis_of, require_same_dtype, shape_arg, t, unknown_shape
 
 INT_MAX = 2**63 - 1
@@ -36,6 +36,7 @@ def _reshape_type(op) -> TensorType:
     if target is None:
         return x.with_shape(unknown_shape(_static_len(op, 1)))
     shape = resolve_reshape(x.shape, target)
+    same_elements(x.shape, shape)  # while the importer finds which input dims are one
     total_in, total_out = dim_prod(x.shape), dim_prod(shape)
     if is_static(total_in) and is_static(total_out) and total_in != total_out:
         raise OpError(f"reshape of {x} to {list(target)}: {total_in} elements into {total_out}")

@@ -45,9 +45,9 @@ from typing import Callable, Iterable, Literal, Mapping
 
 import numpy as np
 
-from .graph import Graph, Op, Value
-from .interpreter import _check_input, run_graph
-from .registry import get_op_def
+from ..ir.graph import Graph, Op, Value
+from ..ir.interpreter import _check_input, run_graph
+from ..ir.registry import get_op_def
 
 log = logging.getLogger(__name__)
 
