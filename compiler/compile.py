@@ -404,7 +404,7 @@ def check_command(args: argparse.Namespace) -> int:
     """``bertc check``: what each target lacks, what rewrites it, and whether that suffices."""
     from .commands import load_graph
     from .ir.parser import copy_graph
-    from .legalize import plan, report
+    from .legalize import check_facts, plan, report
     from .pass_manager import PassManager
 
     targets = resolve_targets(args.target)
@@ -418,7 +418,12 @@ def check_command(args: argparse.Namespace) -> int:
     except BertcError as e:
         note, after = f"legalization failed: {e.message}\n", graph
     text, legal = report(graph, targets, after)
-    sys.stdout.write(text + note)
+    if args.json:
+        from .commands import print_json
+
+        print_json(check_facts(graph, targets, after) | {"legalization_error": note.strip() or None})
+    else:
+        sys.stdout.write(text + note)
     return 0 if legal else 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -172,7 +173,53 @@ def test_inspect_prints_structure(capsys, tf_bert_dir):
     assert "i32[batch,seq]" in out
     assert "transformer structure: 2 layers" in out
     assert "4 x 16" in out and "64->128->64" in out
-    assert "bert_classifier/layer_0/query/MatMul" in out
+    # the layer's shared scope once, then each projection by where its name differs
+    assert "in bert_classifier/layer_0/" in out and "…/query/MatMul" in out and "…/key/MatMul" in out
+
+
+def table_lines_fit(out: str, width: int) -> None:
+    """No line is wider than ``width``, and every line of a table (between its top and bottom
+    borders) is a table line: a row that wrapped past its box would start with something else."""
+    inside = False
+    for line in out.splitlines():
+        assert len(line) <= width, f"{len(line)} > {width}: {line!r}"
+        if line.startswith("┏"):
+            inside = True
+        elif inside:
+            assert line[:1] in "┃┡│└", f"a line inside a table that is not a table row: {line!r}"
+            inside = not line.startswith("└")
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_inspect_fits_the_terminal(capsys, monkeypatch, tf_bert_dir, width):
+    monkeypatch.setenv("COLUMNS", str(width))
+    code, out, err = run(capsys, "inspect", tf_bert_dir)
+    assert code == 0, err
+    assert "transformer structure: 2 layers" in out and "┏" in out
+    table_lines_fit(out, width)
+    code, out, err = run(capsys, "passes")
+    assert code == 0, err
+    table_lines_fit(out, width)
+
+
+def test_table_check_catches_a_wrapped_row():
+    with pytest.raises(AssertionError, match="not a table row"):
+        table_lines_fit("┏━┓\n┃ a ┃\n┡━┩\n│ b │\nspilled\n└─┘\n", 80)
+    with pytest.raises(AssertionError, match="> 10"):
+        table_lines_fit("x" * 11, 10)
+
+
+def test_inspect_json_has_the_same_facts(capsys, tf_bert_dir):
+    code, out, err = run(capsys, "inspect", tf_bert_dir, "--json")
+    assert code == 0, err
+    facts = json.loads(out)
+    assert [i["type"] for i in facts["inputs"]] == ["i32[batch,seq]"] * len(facts["inputs"])
+    assert len(facts["layers"]) == 2
+    layer = facts["layers"][0]
+    assert (layer["attention"]["heads"], layer["attention"]["head_size"]) == (4, 16)
+    assert (layer["ffn"]["in_features"], layer["ffn"]["intermediate"], layer["ffn"]["out_features"]) == (64, 128, 64)
+    assert layer["attention"]["projections"]["q"]["location"].endswith("bert_classifier/layer_0/query/MatMul")
+    assert facts["parameters"] > 0 and sum(facts["histogram"].values()) == facts["ops"]
 
 
 def test_passes_lists_every_pass(capsys):
@@ -180,6 +227,12 @@ def test_passes_lists_every_pass(capsys):
     assert code == 0
     for name in ("dce", "cse", "fold_constants", "remove_identity", "fuse_layer_norm", "fuse_gelu"):
         assert name in out
+    code, out, _ = run(capsys, "passes", "--json")
+    assert code == 0
+    passes = {p["name"]: p for p in json.loads(out)}
+    assert {"dce", "cse", "fold_constants", "fuse_gelu", "quant_int8"} <= set(passes)
+    calibrate = {o["name"]: o for o in passes["calibrate"]["options"]}
+    assert calibrate["method"] == {"name": "method", "default": "minmax", "has_default": True}
 
 
 @pytest.mark.parametrize("argv", [["--version"], []])
@@ -190,3 +243,17 @@ def test_version_and_help(capsys, argv):
         code = e.code
     out, err = capsys.readouterr()
     assert ("bertc 0.1.0" in out) if argv else ("usage" in out)
+
+
+def test_check_json_has_the_same_facts(capsys):
+    bir = Path(__file__).parent / "ir" / "check_not_legal.bir"  # i64 div (no rewrite) beside erf (rewritten)
+    code, text, _ = run(capsys, "check", bir, "--target", "tflite")
+    assert code == 2 and "div x1" in text
+    code, out, _ = run(capsys, "check", bir, "--target", "tflite", "--json")
+    assert code == 2
+    facts = json.loads(out)
+    tflite = facts["targets"]["tflite"]
+    found = {f["kind"]: f for f in tflite["unsupported"]}
+    assert found["div"]["rewritten_by"] == [] and found["div"]["locations"] == ["model/positions/floordiv"]
+    assert found["erf"]["rewritten_by"] == ["legalize_erf"]
+    assert tflite["left_after_legalization"] == {"div": 1} and facts["legal"] is False
