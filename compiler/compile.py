@@ -245,18 +245,23 @@ def compile_command(args: argparse.Namespace) -> int:
     if verify_data is not None and not verify_data.is_file():
         raise BertcError(f"--verify-data {verify_data}: no such file.")
     ctx = pass_context(args)  # before the slow import, so a bad --calib fails fast
-    with locked_output(out):  # a second compile into OUT is refused, not interleaved
-        report = _compile_into(args, out, targets, user_passes, verify_data, ctx, t_start)
+    from .progress import StageProgress
+
+    with locked_output(out), StageProgress() as progress:  # a second compile into OUT is refused, not interleaved
+        report = _compile_into(args, out, targets, user_passes, verify_data, ctx, t_start, progress)
     _print_summary(report, out)
     return 0
 
 
-def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_data, ctx, t_start: float) -> dict:
-    """Import, record the reference, run the passes, then lower, verify and publish into ``out``."""
+def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_data, ctx, t_start: float,
+                  progress) -> dict:
+    """Import, record the reference, run the passes, then lower, verify and publish into ``out``;
+    ``progress`` (a StageProgress) is told each stage as it starts."""
     from .commands import check_against_model, load_graph
     from .frontend.tf import CANONICALIZE
     from .pass_manager import PassManager, parse_pipeline
 
+    progress.stage(f"import {Path(args.model).name}")
     t0 = time.perf_counter()
     graph, frozen = load_graph(args, canonicalize=False)
     check_against_model(args, ctx, graph, user_passes)  # before the reference and the passes run
@@ -270,6 +275,7 @@ def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_da
         from .runtime.session import ReferenceSession, TFSession
         from .runtime.verify import record
 
+        progress.stage("TF reference outputs")
         t0 = time.perf_counter()
         verify_feeds = _calibration_verify_feeds(args, ctx, graph, user_passes)
         expected = record(TFSession(frozen) if frozen is not None else ReferenceSession(graph), graph, verify_data,
@@ -282,6 +288,7 @@ def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_da
 
     pm = PassManager(parse_pipeline(CANONICALIZE) + user_passes,
                      dump_dir=Path(args.dump_ir) if args.dump_ir else None)
+    pm.on_pass = lambda i, n, p: progress.stage("passes", f"{i + 1}/{n} {p.spec()}")
     pm.run(graph, ctx)
     if not args.no_legalize:
         from .legalize import plan
@@ -293,7 +300,7 @@ def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_da
     staging = Staging(out)
     try:
         report = _lower_verify_report(args, graph, pm, targets, staging, expected, ops_imported, params_before,
-                                      timings, t_start, ctx)
+                                      timings, t_start, ctx, progress)
         (staging.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     except BaseException:
         staging.abandon()
@@ -319,7 +326,8 @@ def _calibration_verify_feeds(args, ctx, graph, user_passes) -> list | None:
 
 
 def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_imported, params_before,
-                         timings, t_start, ctx) -> dict:
+                         timings, t_start, ctx, progress) -> dict:
+    progress.stage(f"lower to {', '.join(t.name for t in targets)}")
     t0 = time.perf_counter()
     artifacts = lower_all(graph, targets, staging.dir)
     labels = _store_labels(args, graph, artifacts, staging.dir)
@@ -332,6 +340,7 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
     if expected is not None:
         from .runtime.fidelity import Fidelity, pipeline_fidelity
 
+        progress.stage("verify against the source model")
         fidelity = pipeline_fidelity(pm.passes, args.tolerance)
         if args.max_drop is not None:
             fidelity = dataclasses.replace(fidelity, min_argmax_agreement=1.0 - args.max_drop,

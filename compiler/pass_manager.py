@@ -23,7 +23,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 from .diagnostics import BertcError, did_you_mean
 from .ir.graph import Graph, Op
@@ -308,6 +308,8 @@ class PassManager:
         self.print_after = print_after
         self.records: list[PassRecord] = []
         self._dumps = 0
+        # Called as on_pass(index, count, pass) before each pass runs (compile's progress display).
+        self.on_pass: Callable[[int, int, Pass], None] | None = None
 
     def dump(self, graph: Graph, label: str) -> Path | None:
         """Write ``NN_label.bir`` to the dump folder; its weights go to the folder's shared
@@ -336,6 +338,8 @@ class PassManager:
             self.dump(graph, "import")
         for i in range(start, len(self.passes)):
             p = self.passes[i]
+            if self.on_pass is not None:
+                self.on_pass(i, len(self.passes), p)
             before = len(graph.ops)
             t0 = time.perf_counter()
             try:

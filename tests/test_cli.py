@@ -257,3 +257,36 @@ def test_check_json_has_the_same_facts(capsys):
     assert found["div"]["rewritten_by"] == [] and found["div"]["locations"] == ["model/positions/floordiv"]
     assert found["erf"]["rewritten_by"] == ["legalize_erf"]
     assert tflite["left_after_legalization"] == {"div": 1} and facts["legal"] is False
+
+
+def test_compile_progress_stays_off_a_captured_stderr(capsys, tf_bert_artifacts, tmp_path):
+    code, _, err = run(capsys, "compile", tf_bert_artifacts["bir"], "--target", "onnx", "-o", tmp_path / "o",
+                       "--passes", "quant_int8")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0].startswith("compiled ") and all(ln.startswith("  ") for ln in lines[1:]), err
+    assert "✓" not in err
+
+
+def test_compile_progress_on_a_terminal_names_each_stage():
+    import io
+
+    from rich.console import Console
+
+    from bertc.progress import StageProgress
+
+    buf = io.StringIO()
+    with StageProgress(Console(file=buf, force_terminal=True, color_system=None, width=80)) as progress:
+        progress.stage("import model")
+        for i, name in enumerate(["cse", "dce"]):
+            progress.stage("passes", f"{i + 1}/2 {name}")
+        progress.stage("lower to onnx")
+        progress.stage("verify against the source model")
+    text = buf.getvalue()
+    for stage in ("✓ import model", "✓ passes", "✓ lower to onnx", "✓ verify against the source model"):
+        assert stage in text, text
+    assert text.count("✓ passes") == 1  # one line for all the passes
+    quiet = io.StringIO()
+    with StageProgress(Console(file=quiet)) as progress:  # not a terminal
+        progress.stage("import model")
+    assert quiet.getvalue() == ""
