@@ -290,3 +290,35 @@ def test_compile_progress_on_a_terminal_names_each_stage():
     with StageProgress(Console(file=quiet)) as progress:  # not a terminal
         progress.stage("import model")
     assert quiet.getvalue() == ""
+
+
+def test_compile_summary_shows_what_pruning_kept_and_each_bound(capsys, tf_bert_artifacts, tmp_path):
+    out = tmp_path / "o"
+    code, _, err = run(capsys, "compile", tf_bert_artifacts["bir"], "--target", "onnx", "-o", out, "--passes",
+                       "prune_heads{ratio=0.25},prune_neurons{ratio=0.25},quant_int8")
+    assert code == 0, err
+    reports = json.loads((out / "report.json").read_text())["pass_reports"]
+    heads, ffn = reports["prune_heads"], reports["prune_neurons"]
+    kept = ", ".join(f"layer {k}: {heads['heads_after'][k]}/{n}" for k, n in heads["heads_before"].items())
+    assert f"pruned heads ({heads['removed']} of 8 removed), kept: {kept}" in err
+    kept = ", ".join(f"layer {k}: {ffn['neurons_after'][k]}/{n}" for k, n in ffn["neurons_before"].items())
+    assert f"pruned FFN neurons ({ffn['removed']} of 256 removed), kept: {kept}" in err
+    assert "parity onnx: logits: max|err| " in err and "nothing bounded" in err and "--max-drop" in err
+
+
+def test_parity_cell_prints_each_figure_beside_its_bound():
+    from bertc.compile import _parity_cell
+
+    out = {"max_abs_error": 6e-4, "rel_error": 0.013, "min_cosine": 0.99981, "argmax_agreement": 1.0}
+    loose = {"max_abs_error": None, "max_rel_error": 0.3, "min_cosine": 0.95, "min_argmax_agreement": None}
+    assert _parity_cell("logits", out, loose) == ("logits: max|err| 6.00e-04, err / max|output| 1.3% <= 30%, "
+                                                  "row cosine 0.9998 >= 0.95")
+    exact = dict.fromkeys(loose)
+    assert _parity_cell("logits", out | {"tolerance_ratio": 0.02}, exact) == "logits: max|err| 6.00e-04 (2% of the bound)"
+
+
+def test_check_wording_is_consistent_for_a_legal_model(capsys, tf_bert_artifacts):
+    code, text, _ = run(capsys, "check", tf_bert_artifacts["bir"], "--target", "all")
+    assert code == 0
+    assert text.splitlines() == [f"target {t}: legal as it is (every op is supported; nothing to legalize)"
+                                 for t in ("onnx", "tflite")]
