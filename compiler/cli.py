@@ -2,7 +2,8 @@
 
     bertc import MODEL [-o OUT.bir]            TF model -> IR text (+ weights .npz)
     bertc opt FILE.bir -p PIPELINE [-o OUT]    run passes on IR text
-    bertc inspect MODEL|FILE.bir               inputs, ops, parameters, transformer structure
+    bertc inspect MODEL|FILE.bir [--json]      inputs, ops, parameters, transformer structure
+    bertc inspect MODEL --draw LOC -o F.png    the IR around the op at LOC, as a picture
     bertc passes                               every pass with its options
     bertc compile MODEL --target onnx|tflite|all -o OUT
     bertc check MODEL --target onnx|tflite|all  legality report before converting
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="summarise a model: I/O, ops, parameters, layers")
     _add_model_args(p)
     _add_json_arg(p)
+    p.add_argument("--draw", metavar="LOC",
+                   help="draw the IR around the op whose TF location contains LOC (e.g. the op a conversion "
+                        "failed on) into -o FILE.png")
+    p.add_argument("--depth", type=int, default=2, help="with --draw: ops to follow each way (default 2)")
+    p.add_argument("-o", "--output", metavar="FILE.png", help="with --draw: where to write the picture")
 
     p = sub.add_parser("passes", help="list every pass with its options")
     _add_plugin_arg(p)

@@ -232,8 +232,17 @@ def cmd_passes(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import inspection_facts, print_inspection
 
+    if bool(args.draw) != bool(args.output):
+        raise BertcError("--draw LOC and -o FILE.png go together: --draw names the op, -o the picture.",
+                         "e.g. bertc inspect model/ --draw layer_0/attention/self/query/MatMul -o region.png")
     graph, _ = load_graph(args)
-    if args.json:
+    if args.draw:
+        from .draw import draw_region
+
+        drawn = draw_region(graph, args.draw, args.depth, Path(args.output))
+        print(f"wrote {args.output}: {drawn.number_of_nodes()} ops, {drawn.number_of_edges()} values",
+              file=sys.stderr)
+    elif args.json:
         print_json(inspection_facts(graph, source=args.model)[0])
     else:
         print_inspection(graph, source=args.model)

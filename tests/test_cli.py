@@ -322,3 +322,36 @@ def test_check_wording_is_consistent_for_a_legal_model(capsys, tf_bert_artifacts
     assert code == 0
     assert text.splitlines() == [f"target {t}: legal as it is (every op is supported; nothing to legalize)"
                                  for t in ("onnx", "tflite")]
+
+
+def test_inspect_draws_the_region_around_an_op(capsys, tf_bert_artifacts, tmp_path):
+    png = tmp_path / "region.png"
+    code, _, err = run(capsys, "inspect", tf_bert_artifacts["bir"], "--draw", "layer_0/query/MatMul", "--depth", "1",
+                       "-o", png)
+    assert code == 0, err
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and f"wrote {png}" in err
+
+
+def test_draw_region_follows_depth_each_way_and_labels_edges_with_types(tf_bert, tmp_path):
+    from bertc.draw import draw_region
+
+    graph = tf_bert.graph()
+    g = draw_region(graph, "layer_0/query/MatMul", 1, tmp_path / "r.png")
+    centre = [n for n, d in g.nodes(data=True) if d.get("centre")]
+    assert len(centre) == 1 and g.nodes[centre[0]]["label"].startswith("matmul\n")
+    assert {d["layer"] for _, d in g.nodes(data=True)} == {-1, 0, 1}
+    into = {g.nodes[n]["label"].split("\n")[0]: g.edges[n, centre[0]]["label"] for n in g.predecessors(centre[0])}
+    assert into == {"layer_norm": "f32[batch,seq,64]", "const": "f32[64,64]"}
+    assert [g.nodes[n]["label"].split("\n")[0] for n in g.successors(centre[0])] == ["add"]
+    deeper = draw_region(graph, "layer_0/query/MatMul", 2, tmp_path / "r2.png")
+    assert {d["layer"] for _, d in deeper.nodes(data=True)} == {-2, -1, 0, 1, 2} and len(deeper) > len(g)
+
+
+def test_draw_names_what_is_wrong(capsys, tf_bert_artifacts, tmp_path):
+    code, _, err = run(capsys, "inspect", tf_bert_artifacts["bir"], "--draw", "layer_0/qurey/MatMul", "-o",
+                       tmp_path / "r.png")
+    assert_clean_error(code, err, "no op's location contains 'layer_0/qurey/MatMul'", "Did you mean",
+                       "layer_0/query/MatMul")
+    code, _, err = run(capsys, "inspect", tf_bert_artifacts["bir"], "--draw", "layer_0/query/MatMul")
+    assert_clean_error(code, err, "--draw LOC and -o FILE.png go together")
+    assert not (tmp_path / "r.png").exists()

@@ -39,13 +39,18 @@ def test_peers_are_not_core_dependencies():
     assert any(s.startswith("tf2onnx==") for s in project["optional-dependencies"]["bench"])
 
 
+def unused(dependencies: list[str], imported: set[str]) -> list[str]:
+    """The distributions among ``dependencies`` whose module is not in ``imported``."""
+    return [d for d in dependencies if IMPORT_NAME.get(d, d.replace("-", "_")) not in imported]
+
+
 def test_every_core_dependency_is_imported():
+    left = unused(core_dependencies(), imported_top_levels())
+    assert not left, f"core dependencies nothing under compiler/, passes/ or runtime/ imports: {left}"
+
+
+def test_the_walk_sees_imports_inside_functions_and_catches_an_unused_one():
     imported = imported_top_levels()
-    unused = [d for d in core_dependencies() if IMPORT_NAME.get(d, d.replace("-", "_")) not in imported]
-    assert not unused, f"core dependencies nothing under compiler/, passes/ or runtime/ imports: {unused}"
-
-
-def test_the_walk_sees_imports_inside_functions():
-    # matplotlib is imported only inside bench_report's functions; the walk must find it
-    assert {"matplotlib", "onnx", "numpy", "rich"} <= imported_top_levels()
-    assert "networkx" not in imported_top_levels()  # so a networkx dependency would be caught
+    # matplotlib and networkx are imported only inside functions; the walk must find them
+    assert {"matplotlib", "networkx", "onnx", "numpy", "rich", "tensorflow", "ai_edge_litert"} <= imported
+    assert unused(["tf2onnx", "tensorflow-cpu", "ai-edge-litert"], imported) == ["tf2onnx"]
