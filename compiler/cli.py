@@ -2,7 +2,8 @@
 
     bertc import MODEL [-o OUT.bir]            TF model -> IR text (+ weights .npz)
     bertc opt FILE.bir -p PIPELINE [-o OUT]    run passes on IR text
-    bertc inspect MODEL|FILE.bir               inputs, ops, parameters, transformer structure
+    bertc inspect MODEL|FILE.bir [--json]      inputs, ops, parameters, transformer structure
+    bertc inspect MODEL --draw LOC -o F.png    the IR around the op at LOC, as a picture
     bertc passes                               every pass with its options
     bertc compile MODEL --target onnx|tflite|all -o OUT
     bertc check MODEL --target onnx|tflite|all  legality report before converting
@@ -51,6 +52,10 @@ def _add_plugin_arg(p: argparse.ArgumentParser) -> None:
                    help="let a --plugin replace the existing pass PASS (repeatable); without it a clash is an error")
 
 
+def _add_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the same facts as one JSON document, for scripts")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertc", description="Compile TensorFlow BERT models to ONNX and TFLite.")
     parser.add_argument("--version", action="version", version=f"bertc {__version__}")
@@ -73,9 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="summarise a model: I/O, ops, parameters, layers")
     _add_model_args(p)
+    _add_json_arg(p)
+    p.add_argument("--draw", metavar="LOC",
+                   help="draw the IR around the op whose TF location contains LOC (e.g. the op a conversion "
+                        "failed on) into -o FILE.png")
+    p.add_argument("--depth", type=int, default=2, help="with --draw: ops to follow each way (default 2)")
+    p.add_argument("-o", "--output", metavar="FILE.png", help="with --draw: where to write the picture")
 
     p = sub.add_parser("passes", help="list every pass with its options")
     _add_plugin_arg(p)
+    _add_json_arg(p)
 
     p = sub.add_parser("compile", help="import, run passes, lower to ONNX/TFLite and verify")
     _add_model_args(p)
@@ -100,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="what each target lacks and which pass rewrites it (exit 2 if not legal)")
     _add_model_args(p)
     p.add_argument("--target", default="all", help="onnx, tflite or all (default: all)")
+    _add_json_arg(p)
 
     p = sub.add_parser("run", help="run an artifact (.onnx, .tflite, .bir or a SavedModel) on token ids")
     p.add_argument("artifact")

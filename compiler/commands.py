@@ -187,32 +187,65 @@ def cmd_opt(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_passes(args: argparse.Namespace) -> int:
-    import dataclasses
+def print_json(data) -> None:
+    """``--json``: one JSON document on stdout, for scripts."""
+    import json
 
-    from rich.console import Console
-    from rich.table import Table
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def pass_facts() -> list[dict]:
+    """Every registered pass: name, summary, and its options (name, default, whether it has one)."""
+    import dataclasses
 
     from .pass_manager import all_passes
 
+    def option(f: dataclasses.Field) -> dict:
+        has = f.default is not dataclasses.MISSING
+        return {"name": f.name, "default": f.default if has else None, "has_default": has}
+
+    return [{"name": name, "summary": cls.summary(), "options": [option(f) for f in dataclasses.fields(cls)]}
+            for name, cls in all_passes().items()]
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .inspect import terminal_console
+
     _load_plugins(args)
+    facts = pass_facts()
+    if args.json:
+        print_json(facts)
+        return 0
     table = Table(title="bertc passes", show_lines=False)
-    table.add_column("pass", style="bold")
-    table.add_column("options")
-    table.add_column("what it does")
-    for name, cls in all_passes().items():
-        opts = ", ".join(f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
-                         for f in dataclasses.fields(cls))
-        table.add_row(name, opts or "-", cls.summary())
-    Console(width=160).print(table)
+    table.add_column("pass", style="bold", no_wrap=True)
+    table.add_column("options", overflow="fold")
+    table.add_column("what it does", overflow="fold")
+    for p in facts:
+        opts = ", ".join(f"{o['name']}={o['default']!r}" if o["has_default"] else o["name"] for o in p["options"])
+        table.add_row(p["name"], opts or "-", p["summary"])
+    terminal_console().print(table)
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import print_inspection
+    from .inspect import inspection_facts, print_inspection
 
+    if bool(args.draw) != bool(args.output):
+        raise BertcError("--draw LOC and -o FILE.png go together: --draw names the op, -o the picture.",
+                         "e.g. bertc inspect model/ --draw layer_0/attention/self/query/MatMul -o region.png")
     graph, _ = load_graph(args)
-    print_inspection(graph, source=args.model)
+    if args.draw:
+        from .draw import draw_region
+
+        drawn = draw_region(graph, args.draw, args.depth, Path(args.output))
+        print(f"wrote {args.output}: {drawn.number_of_nodes()} ops, {drawn.number_of_edges()} values",
+              file=sys.stderr)
+    elif args.json:
+        print_json(inspection_facts(graph, source=args.model)[0])
+    else:
+        print_inspection(graph, source=args.model)
     return 0
 
 

@@ -16,10 +16,13 @@ pipelines held to the bounds their passes declare), then measure per artifact:
   original's, mean and min over data/demo_sentences.txt (``--quick``: the
   first 8 sentences).
 
-One table on stdout; DIR gets demo.json (every figure), demo.png (latency at
-the shortest seq against size, one point per artifact), the SavedModel and
-the compiled artifacts.  Top-level imports stay light: the CLI imports this
-module to build its parser.
+The TF SavedModel is timed beside them, as the baseline each artifact's
+speed-up is measured against.  One table on stdout; DIR (default
+``~/.cache/bertc/demo``, or under ``$XDG_CACHE_HOME``) gets demo.json (every
+figure), demo.png (p50 latency per row at both lengths), the SavedModel and the
+compiled artifacts, and a ``.gitignore`` so that a DIR inside a checkout stays
+out of git.  Top-level imports stay light: the CLI imports this module to build
+its parser.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import importlib
 import importlib.util
 import io
 import json
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,12 +48,13 @@ SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab1
 SENTENCES = Path(__file__).resolve().parent / "data" / "demo_sentences.txt"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # in a source checkout, beside compiler/
 
-# (name, pass pipeline): every one goes to both targets.
+# (name, pass pipeline): every one goes to both targets.  The names are the README's.
 PIPELINES: list[tuple[str, str]] = [
     ("fp32", ""),
-    ("int8", "quant_int8"),
-    ("pruned25+int8", "prune_heads{ratio=0.25,criterion=magnitude},quant_int8"),
+    ("quant_int8", "quant_int8"),
+    ("prune_heads + quant_int8", "prune_heads{ratio=0.25,criterion=magnitude},quant_int8"),
 ]
+TF_ROW = ("TensorFlow", "tf")  # (pipeline, target) of the baseline row: the SavedModel itself
 # The demo's own gate on each artifact: min cosine to TF over the 40 sentences (exit 1 below
 # it), set just under what the full demo measures, the same to 4 digits on an AMD EPYC with
 # AVX-512 VNNI and an Intel Xeon with AMX (int8: onnx 0.9737, tflite 0.9925; pruned: onnx
@@ -56,8 +62,8 @@ PIPELINES: list[tuple[str, str]] = [
 # Pruning a quarter of the heads without fine-tuning moves embeddings a lot (mean cosine ~0.88).
 MIN_COSINE: dict[tuple[str, str], float] = {
     ("fp32", "onnx"): 0.9999, ("fp32", "tflite"): 0.9999,
-    ("int8", "onnx"): 0.97, ("int8", "tflite"): 0.99,
-    ("pruned25+int8", "onnx"): 0.77, ("pruned25+int8", "tflite"): 0.80,
+    ("quant_int8", "onnx"): 0.97, ("quant_int8", "tflite"): 0.99,
+    ("prune_heads + quant_int8", "onnx"): 0.77, ("prune_heads + quant_int8", "tflite"): 0.80,
 }
 # Compile verifies lossy pipelines against the bound their passes declare (quant_int8: every
 # embedding row's cosine to TF >= 0.95; pruning: reported, unbounded) and holds each artifact
@@ -72,8 +78,9 @@ MAX_LENGTH = 128  # tokens per sentence for the fidelity check
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="fewer timed runs, seq 16 and 32 only, the first 8 sentences (about a minute)")
-    parser.add_argument("-o", "--output", default="bertc-demo",
-                        help="directory for demo.json, demo.png and the artifacts (default ./bertc-demo)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="directory for demo.json, demo.png and the artifacts "
+                             "(default ~/.cache/bertc/demo, or $XDG_CACHE_HOME/bertc/demo)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads when timing (default 2)")
 
 
@@ -93,13 +100,33 @@ class Row:
 
     @property
     def label(self) -> str:
-        return f"{self.pipeline} {self.target}"
+        return self.pipeline if self.target == "tf" else f"{self.pipeline} {self.target}"
 
-    def to_json(self) -> dict:
-        return {"pipeline": self.pipeline, "passes": self.passes, "target": self.target, "file": str(self.path),
+    def p50(self, seq: int) -> float | None:
+        """p50 latency (ms) at ``seq``, None where timing failed."""
+        result = self.latency.get(seq, {})
+        return result.get("p50_ms")
+
+    def to_json(self, baseline: Row | None = None) -> dict:
+        """Every figure; with ``baseline`` (the TF row) also the speed-up over it at each length."""
+        data = {"pipeline": self.pipeline, "passes": self.passes, "target": self.target, "file": str(self.path),
                 "size_bytes": self.size_bytes, "size_mb": round(self.size_bytes / 1e6, 3),
                 "compile_s": self.compile_s, "verification": self.verification,
-                "latency_batch1": {str(k): v for k, v in self.latency.items()}, "fidelity": self.fidelity}
+                "latency_batch1": {str(k): v for k, v in self.latency.items()}, "fidelity": self.fidelity or None}
+        if baseline is not None and baseline is not self:
+            data["speedup_vs_tf"] = {str(s): speedup(baseline.p50(s), self.p50(s)) for s in self.latency}
+        return data
+
+
+def speedup(tf_ms: float | None, ms: float | None) -> float | None:
+    """How many times faster than TF (rounded), None where either was not timed."""
+    return round(tf_ms / ms, 2) if tf_ms and ms else None
+
+
+def default_output() -> Path:
+    """~/.cache/bertc/demo (or under $XDG_CACHE_HOME): outside any checkout, reused between runs."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "bertc" / "demo"
 
 
 # ------------------------------------------------------------------ finding the model
@@ -196,10 +223,13 @@ def command(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise BertcError("--threads must be at least 1.")
+    from .runtime.bench import _tf_threads
+
+    _tf_threads(args.threads)  # before TF first runs: the baseline row is timed with the same threads
     mode = QUICK if args.quick else FULL
     # The stderr of now (compiles' own summaries are held back later); 120 columns when not a terminal.
     console = Console(file=sys.stderr, width=None if sys.stderr.isatty() else 120)
-    out = Path(args.output)
+    out = Path(args.output) if args.output else default_output()
     t_start = time.perf_counter()
 
     def done(text: str) -> None:
@@ -209,10 +239,7 @@ def command(args: argparse.Namespace) -> int:
     minilm = load_minilm_example()
     model_folder = find_model(minilm.sha256)
     sentences = read_sentences(mode["sentences"])
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BertcError(f"-o {out}: cannot create this directory ({e.strerror}).") from None
+    make_output_dir(out)
     done(f"all-MiniLM-L6-v2 weights found, sha256 checked: {model_folder}")
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
@@ -244,6 +271,10 @@ def command(args: argparse.Namespace) -> int:
 
         step = progress.add_task(f"embedding {len(sentences)} sentences with TF and every artifact", total=None)
         measure_fidelity(rows, saved_model, model_folder, sentences)
+        from .runtime.bench import _size
+
+        rows.insert(0, Row(TF_ROW[0], "", TF_ROW[1], saved_model, _size(saved_model), 0.0,
+                           {"baseline": "the TF SavedModel the artifacts are verified against"}))
         progress.remove_task(step)
         done(f"fidelity: cosine to the TF embeddings on {len(sentences)} sentences")
 
@@ -266,16 +297,18 @@ def command(args: argparse.Namespace) -> int:
                          "min_cosine": {f"{p} {t}": v for (p, t), v in MIN_COSINE.items()},
                          "verify_lossy_in_compile": VERIFY_LOSSY_IN_COMPILE},
             "pipelines": [{"name": n, "passes": p} for n, p in PIPELINES],
-            "rows": [r.to_json() for r in rows],
+            "baseline": {"pipeline": TF_ROW[0], "target": TF_ROW[1]},
+            "rows": [r.to_json(rows[0]) for r in rows],
             "seconds_total": round(time.perf_counter() - t_start, 1)}
     (out / "demo.json").write_text(json.dumps(demo, indent=2, default=str) + "\n")
-    _plot(demo, rows, out / "demo.png")
+    plot_latency(rows, mode["seqs"], out / "demo.png",
+                 f"bertc demo: all-MiniLM-L6-v2 on {cpu['model']} ({args.threads} threads, batch 1)")
     Console(width=None if sys.stdout.isatty() else 120).print(_table(rows, mode["seqs"], cpu, args.threads))
     if cpu.get("note"):
         console.print(f"[yellow]note:[/] {cpu['note']}", highlight=False)
-    done(f"wrote {out / 'demo.json'} and {out / 'demo.png'}")
+    done(f"wrote {out / 'demo.json'} and {out / 'demo.png'}; the artifacts are in {out}")
     failed = [f"{r.label} (min cosine {r.fidelity['min_cosine']:.4f} < {MIN_COSINE[(r.pipeline, r.target)]})"
-              for r in rows if r.fidelity["min_cosine"] < MIN_COSINE[(r.pipeline, r.target)]]
+              for r in rows if r.fidelity and r.fidelity["min_cosine"] < MIN_COSINE[(r.pipeline, r.target)]]
     if failed:
         raise VerificationFailed("embeddings too far from TensorFlow's: " + "; ".join(failed) + ".",
                                  f"Per-sentence cosines are in {out / 'demo.json'}.")
@@ -283,7 +316,19 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _dir_name(pipeline: str) -> str:
-    return pipeline.replace("+", "_")
+    """A folder name for a pipeline: 'prune_heads + quant_int8' -> 'prune_heads_quant_int8'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", pipeline).strip("_")
+
+
+def make_output_dir(out: Path) -> None:
+    """Create ``out`` with a .gitignore of '*', so a demo folder inside a checkout stays out of git."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        ignore = out / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# written by bertc demo: nothing here belongs in git\n*\n")
+    except OSError as e:
+        raise BertcError(f"-o {out}: cannot create this directory ({e.strerror}).") from None
 
 
 def measure_fidelity(rows: list[Row], saved_model: Path, model_folder: Path, sentences: list[str]) -> None:
@@ -301,6 +346,7 @@ def measure_fidelity(rows: list[Row], saved_model: Path, model_folder: Path, sen
 
 
 def _table(rows: list[Row], seqs: list[int], cpu: dict, threads: int):
+    """The demo's table: the TF baseline first, then each artifact with its speed-up over TF."""
     from rich.table import Table
 
     table = Table(title=f"bertc demo: all-MiniLM-L6-v2 on {cpu['model']} ({threads} threads, batch 1)",
@@ -312,19 +358,48 @@ def _table(rows: list[Row], seqs: list[int], cpu: dict, threads: int):
         table.add_column(f"p50 seq {seq} (ms)", justify="right")
     table.add_column("cosine mean", justify="right")
     table.add_column("cosine min", justify="right")
+    tf = rows[0]
     for r in rows:
-        lat = [("failed" if "error" in r.latency.get(s, {"error": 1}) else f"{r.latency[s]['p50_ms']:.2f}")
-               for s in seqs]
-        table.add_row(r.pipeline, r.target, f"{r.size_bytes / 1e6:.1f}", *lat,
-                      f"{r.fidelity['mean_cosine']:.5f}", f"{r.fidelity['min_cosine']:.5f}")
+        lat = [_latency_cell(r.p50(s), None if r is tf else tf.p50(s)) for s in seqs]
+        cos = ([f"{r.fidelity['mean_cosine']:.5f}", f"{r.fidelity['min_cosine']:.5f}"] if r.fidelity
+               else ["(reference)", ""])
+        table.add_row(r.pipeline, r.target, f"{r.size_bytes / 1e6:.1f}", *lat, *cos)
     return table
 
 
-def _plot(demo: dict, rows: list[Row], path: Path) -> None:
-    """bench's chart (p50 at the first seq against size, one labelled point per artifact)."""
-    from .runtime.bench_report import plot
+def _latency_cell(ms: float | None, tf_ms: float | None) -> str:
+    """``2.53 (3.8x TF)``; the TF row and failed timings without the ratio."""
+    if ms is None:
+        return "failed"
+    ratio = speedup(tf_ms, ms)
+    return f"{ms:.2f}" + (f" ({ratio:.1f}x TF)" if ratio else "")
 
-    report = {"settings": demo["settings"], "cpu": demo["cpu"],
-              "artifacts": [{"label": r.label, "backend": r.target, "size_bytes": r.size_bytes, "accuracy": None,
-                             "results": list(r.latency.values())} for r in rows]}
-    plot(report, path, title=f"bertc demo: all-MiniLM-L6-v2 on {demo['cpu']['model']} ({demo['cpu']['cores']} cores)")
+
+def plot_latency(rows: list[Row], seqs: list[int], path: Path, title: str) -> None:
+    """One horizontal bar per row (TF first) in a panel per sequence length: names on the axis
+    never overlap, and each bar is labelled with its milliseconds and speed-up over TF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"tf": "tab:orange", "onnx": "tab:blue", "tflite": "tab:green"}
+    fig, axes = plt.subplots(1, len(seqs), figsize=(5 + 3.5 * len(seqs), 0.45 * len(rows) + 1.6), dpi=120,
+                             sharey=True, squeeze=False)
+    names = [r.label for r in rows][::-1]  # TF at the top
+    for ax, seq in zip(axes[0], seqs):
+        values = [r.p50(seq) or 0.0 for r in rows][::-1]
+        ax.barh(names, values, color=[colors.get(r.target, "tab:gray") for r in rows][::-1])
+        for y, r in enumerate(rows[::-1]):
+            ax.annotate(_latency_cell(r.p50(seq), None if r is rows[0] else rows[0].p50(seq)),
+                        (r.p50(seq) or 0.0, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+        ax.set_title(f"seq {seq}", fontsize=9)
+        ax.set_xlabel("p50 latency (ms), batch 1")
+        ax.margins(x=0.45)
+        ax.set_xlim(left=0)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0][0].tick_params(axis="y", labelsize=8)
+    fig.suptitle(title[:110], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

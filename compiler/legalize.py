@@ -103,31 +103,48 @@ def plan(graph: Graph, targets: list[Target]) -> list[Pass]:
     return chosen + [passes[name]() for name in CLEANUP]
 
 
+def check_facts(graph: Graph, targets: list[Target], after: Graph | None) -> dict:
+    """What `bertc check` finds, as data: per target, each unsupported op kind with its count,
+    locations, reason and rewrite, and what is left after legalization (None: not legalized)."""
+    found = findings(graph, targets)
+    remaining = findings(after, targets) if after is not None else None
+    facts: dict = {"targets": {}}
+    for target in targets:
+        left = None if remaining is None else [f for f in remaining if f.target == target.name]
+        facts["targets"][target.name] = {
+            "unsupported": [{"kind": f.kind, "count": f.count, "locations": f.locations, "reason": f.reason,
+                             "rewritten_by": list(f.rewrites)} for f in found if f.target == target.name],
+            "left_after_legalization": None if left is None else dict(Counter({f.kind: f.count for f in left})),
+        }
+    facts["legal"] = remaining is not None and not remaining
+    return facts
+
+
 def report(graph: Graph, targets: list[Target], after: Graph | None) -> tuple[str, bool]:
     """The text `bertc check` prints, and whether the model is legal after legalization."""
+    facts = check_facts(graph, targets, after)
     lines: list[str] = []
-    found = findings(graph, targets)
-    for target in targets:
-        mine = [f for f in found if f.target == target.name]
-        lines.append(f"target {target.name}: {'all ops are supported' if not mine else f'{len(mine)} kind(s) of op need work'}")
+    for name, t in facts["targets"].items():
+        mine = t["unsupported"]
+        lines.append(f"target {name}: " + (f"{len(mine)} kind(s) of op need work" if mine else
+                                           "legal as it is (every op is supported; nothing to legalize)"))
         for f in mine:
-            where = ", ".join(f.locations[:3]) + (f" and {f.count - 3} more" if f.count > 3 else "")
-            fix = f"rewritten by {f.rewrite}" if f.rewrite else "no rewrite: no bertc pass handles this form"
-            lines.append(f"  {f.kind} x{f.count} ({f.reason}) at {where}")
+            where = ", ".join(f["locations"][:3]) + (f" and {f['count'] - 3} more" if f["count"] > 3 else "")
+            fix = (f"rewritten by {', then '.join(f['rewritten_by'])}" if f["rewritten_by"]
+                   else "no rewrite: no bertc pass handles this form")
+            lines.append(f"  {f['kind']} x{f['count']} ({f['reason']}) at {where}")
             lines.append(f"    -> {fix}")
-    legal = True
     if after is not None:
-        remaining = findings(after, targets)
-        legal = not remaining
-        for target in targets:
-            left = [f for f in remaining if f.target == target.name]
+        for name, t in facts["targets"].items():
+            if not t["unsupported"]:
+                continue  # legal as it is: said above
+            left = t["left_after_legalization"]
             if left:
-                kinds = Counter({f.kind: f.count for f in left})
-                lines.append(f"after legalization, {target.name} is NOT legal: "
-                             + ", ".join(f"{k} x{n}" for k, n in kinds.items()))
+                lines.append(f"after legalization, {name} is NOT legal: "
+                             + ", ".join(f"{k} x{n}" for k, n in left.items()))
             else:
-                lines.append(f"after legalization, {target.name} is legal")
-    return "\n".join(lines) + "\n", legal
+                lines.append(f"after legalization, {name} is legal")
+    return "\n".join(lines) + "\n", facts["legal"] if after is not None else True
 
 
 def unsupported_on(op, targets: str) -> list[str]:

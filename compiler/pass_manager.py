@@ -332,6 +332,9 @@ class PassFailed(BertcError):
     """A pass raised or left an invalid graph."""
 
 
+DUMP_STORE = "weights"  # --dump-ir DIR's folder of constants, one <sha1>.npy each
+
+
 class PassManager:
     """Runs passes in order, verifying after each, with timing and optional IR dumps."""
 
@@ -343,8 +346,12 @@ class PassManager:
         self.print_after = print_after
         self.records: list[PassRecord] = []
         self._dumps = 0
+        # Called as on_pass(index, count, pass) before each pass runs (compile's progress display).
+        self.on_pass: Callable[[int, int, Pass], None] | None = None
 
     def dump(self, graph: Graph, label: str) -> Path | None:
+        """Write ``NN_label.bir`` to the dump folder; its weights go to the folder's shared
+        ``weights/`` store, so each constant is written once however many passes keep it."""
         if self.dump_dir is None:
             return None
         from .ir.serialize import save
@@ -352,7 +359,7 @@ class PassManager:
         self.dump_dir.mkdir(parents=True, exist_ok=True)
         path = self.dump_dir / f"{self._dumps:02d}_{label}.bir"
         self._dumps += 1
-        save(graph, path)
+        save(graph, path, store=self.dump_dir / DUMP_STORE)
         return path
 
     def run(self, graph: Graph, ctx: PassContext | None = None) -> list[PassRecord]:
@@ -369,6 +376,8 @@ class PassManager:
             self.dump(graph, "import")
         for i in range(start, len(self.passes)):
             p = self.passes[i]
+            if self.on_pass is not None:
+                self.on_pass(i, len(self.passes), p)
             before = len(graph.ops)
             t0 = time.perf_counter()
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -172,7 +173,53 @@ def test_inspect_prints_structure(capsys, tf_bert_dir):
     assert "i32[batch,seq]" in out
     assert "transformer structure: 2 layers" in out
     assert "4 x 16" in out and "64->128->64" in out
-    assert "bert_classifier/layer_0/query/MatMul" in out
+    # the layer's shared scope once, then each projection by where its name differs
+    assert "in bert_classifier/layer_0/" in out and "…/query/MatMul" in out and "…/key/MatMul" in out
+
+
+def table_lines_fit(out: str, width: int) -> None:
+    """No line is wider than ``width``, and every line of a table (between its top and bottom
+    borders) is a table line: a row that wrapped past its box would start with something else."""
+    inside = False
+    for line in out.splitlines():
+        assert len(line) <= width, f"{len(line)} > {width}: {line!r}"
+        if line.startswith("┏"):
+            inside = True
+        elif inside:
+            assert line[:1] in "┃┡│└", f"a line inside a table that is not a table row: {line!r}"
+            inside = not line.startswith("└")
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_inspect_fits_the_terminal(capsys, monkeypatch, tf_bert_dir, width):
+    monkeypatch.setenv("COLUMNS", str(width))
+    code, out, err = run(capsys, "inspect", tf_bert_dir)
+    assert code == 0, err
+    assert "transformer structure: 2 layers" in out and "┏" in out
+    table_lines_fit(out, width)
+    code, out, err = run(capsys, "passes")
+    assert code == 0, err
+    table_lines_fit(out, width)
+
+
+def test_table_check_catches_a_wrapped_row():
+    with pytest.raises(AssertionError, match="not a table row"):
+        table_lines_fit("┏━┓\n┃ a ┃\n┡━┩\n│ b │\nspilled\n└─┘\n", 80)
+    with pytest.raises(AssertionError, match="> 10"):
+        table_lines_fit("x" * 11, 10)
+
+
+def test_inspect_json_has_the_same_facts(capsys, tf_bert_dir):
+    code, out, err = run(capsys, "inspect", tf_bert_dir, "--json")
+    assert code == 0, err
+    facts = json.loads(out)
+    assert [i["type"] for i in facts["inputs"]] == ["i32[batch,seq]"] * len(facts["inputs"])
+    assert len(facts["layers"]) == 2
+    layer = facts["layers"][0]
+    assert (layer["attention"]["heads"], layer["attention"]["head_size"]) == (4, 16)
+    assert (layer["ffn"]["in_features"], layer["ffn"]["intermediate"], layer["ffn"]["out_features"]) == (64, 128, 64)
+    assert layer["attention"]["projections"]["q"]["location"].endswith("bert_classifier/layer_0/query/MatMul")
+    assert facts["parameters"] > 0 and sum(facts["histogram"].values()) == facts["ops"]
 
 
 def test_passes_lists_every_pass(capsys):
@@ -180,6 +227,12 @@ def test_passes_lists_every_pass(capsys):
     assert code == 0
     for name in ("dce", "cse", "fold_constants", "remove_identity", "fuse_layer_norm", "fuse_gelu"):
         assert name in out
+    code, out, _ = run(capsys, "passes", "--json")
+    assert code == 0
+    passes = {p["name"]: p for p in json.loads(out)}
+    assert {"dce", "cse", "fold_constants", "fuse_gelu", "quant_int8"} <= set(passes)
+    calibrate = {o["name"]: o for o in passes["calibrate"]["options"]}
+    assert calibrate["method"] == {"name": "method", "default": "minmax", "has_default": True}
 
 
 @pytest.mark.parametrize("argv", [["--version"], []])
@@ -190,3 +243,115 @@ def test_version_and_help(capsys, argv):
         code = e.code
     out, err = capsys.readouterr()
     assert ("bertc 0.1.0" in out) if argv else ("usage" in out)
+
+
+def test_check_json_has_the_same_facts(capsys):
+    bir = Path(__file__).parent / "ir" / "check_not_legal.bir"  # i64 div (no rewrite) beside erf (rewritten)
+    code, text, _ = run(capsys, "check", bir, "--target", "tflite")
+    assert code == 2 and "div x1" in text
+    code, out, _ = run(capsys, "check", bir, "--target", "tflite", "--json")
+    assert code == 2
+    facts = json.loads(out)
+    tflite = facts["targets"]["tflite"]
+    found = {f["kind"]: f for f in tflite["unsupported"]}
+    assert found["div"]["rewritten_by"] == [] and found["div"]["locations"] == ["model/positions/floordiv"]
+    assert found["erf"]["rewritten_by"] == ["legalize_erf"]
+    assert tflite["left_after_legalization"] == {"div": 1} and facts["legal"] is False
+
+
+def test_compile_progress_stays_off_a_captured_stderr(capsys, tf_bert_artifacts, tmp_path):
+    code, _, err = run(capsys, "compile", tf_bert_artifacts["bir"], "--target", "onnx", "-o", tmp_path / "o",
+                       "--passes", "quant_int8")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0].startswith("compiled ") and all(ln.startswith("  ") for ln in lines[1:]), err
+    assert "✓" not in err
+
+
+def test_compile_progress_on_a_terminal_names_each_stage():
+    import io
+
+    from rich.console import Console
+
+    from bertc.progress import StageProgress
+
+    buf = io.StringIO()
+    with StageProgress(Console(file=buf, force_terminal=True, color_system=None, width=80)) as progress:
+        progress.stage("import model")
+        for i, name in enumerate(["cse", "dce"]):
+            progress.stage("passes", f"{i + 1}/2 {name}")
+        progress.stage("lower to onnx")
+        progress.stage("verify against the source model")
+    text = buf.getvalue()
+    for stage in ("✓ import model", "✓ passes", "✓ lower to onnx", "✓ verify against the source model"):
+        assert stage in text, text
+    assert text.count("✓ passes") == 1  # one line for all the passes
+    quiet = io.StringIO()
+    with StageProgress(Console(file=quiet)) as progress:  # not a terminal
+        progress.stage("import model")
+    assert quiet.getvalue() == ""
+
+
+def test_compile_summary_shows_what_pruning_kept_and_each_bound(capsys, tf_bert_artifacts, tmp_path):
+    out = tmp_path / "o"
+    code, _, err = run(capsys, "compile", tf_bert_artifacts["bir"], "--target", "onnx", "-o", out, "--passes",
+                       "prune_heads{ratio=0.25},prune_neurons{ratio=0.25},quant_int8")
+    assert code == 0, err
+    reports = json.loads((out / "report.json").read_text())["pass_reports"]
+    heads, ffn = reports["prune_heads"], reports["prune_neurons"]
+    kept = ", ".join(f"layer {k}: {heads['heads_after'][k]}/{n}" for k, n in heads["heads_before"].items())
+    assert f"pruned heads ({heads['removed']} of 8 removed), kept: {kept}" in err
+    kept = ", ".join(f"layer {k}: {ffn['neurons_after'][k]}/{n}" for k, n in ffn["neurons_before"].items())
+    assert f"pruned FFN neurons ({ffn['removed']} of 256 removed), kept: {kept}" in err
+    assert "parity onnx: logits: max|err| " in err and "nothing bounded" in err and "--max-drop" in err
+
+
+def test_parity_cell_prints_each_figure_beside_its_bound():
+    from bertc.compile import _parity_cell
+
+    out = {"max_abs_error": 6e-4, "rel_error": 0.013, "min_cosine": 0.99981, "argmax_agreement": 1.0}
+    loose = {"max_abs_error": None, "max_rel_error": 0.3, "min_cosine": 0.95, "min_argmax_agreement": None}
+    assert _parity_cell("logits", out, loose) == ("logits: max|err| 6.00e-04, err / max|output| 1.3% <= 30%, "
+                                                  "row cosine 0.9998 >= 0.95")
+    exact = dict.fromkeys(loose)
+    assert _parity_cell("logits", out | {"tolerance_ratio": 0.02}, exact) == "logits: max|err| 6.00e-04 (2% of the bound)"
+
+
+def test_check_wording_is_consistent_for_a_legal_model(capsys, tf_bert_artifacts):
+    code, text, _ = run(capsys, "check", tf_bert_artifacts["bir"], "--target", "all")
+    assert code == 0
+    assert text.splitlines() == [f"target {t}: legal as it is (every op is supported; nothing to legalize)"
+                                 for t in ("onnx", "tflite")]
+
+
+def test_inspect_draws_the_region_around_an_op(capsys, tf_bert_artifacts, tmp_path):
+    png = tmp_path / "region.png"
+    code, _, err = run(capsys, "inspect", tf_bert_artifacts["bir"], "--draw", "layer_0/query/MatMul", "--depth", "1",
+                       "-o", png)
+    assert code == 0, err
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and f"wrote {png}" in err
+
+
+def test_draw_region_follows_depth_each_way_and_labels_edges_with_types(tf_bert, tmp_path):
+    from bertc.draw import draw_region
+
+    graph = tf_bert.graph()
+    g = draw_region(graph, "layer_0/query/MatMul", 1, tmp_path / "r.png")
+    centre = [n for n, d in g.nodes(data=True) if d.get("centre")]
+    assert len(centre) == 1 and g.nodes[centre[0]]["label"].startswith("matmul\n")
+    assert {d["layer"] for _, d in g.nodes(data=True)} == {-1, 0, 1}
+    into = {g.nodes[n]["label"].split("\n")[0]: g.edges[n, centre[0]]["label"] for n in g.predecessors(centre[0])}
+    assert into == {"layer_norm": "f32[batch,seq,64]", "const": "f32[64,64]"}
+    assert [g.nodes[n]["label"].split("\n")[0] for n in g.successors(centre[0])] == ["add"]
+    deeper = draw_region(graph, "layer_0/query/MatMul", 2, tmp_path / "r2.png")
+    assert {d["layer"] for _, d in deeper.nodes(data=True)} == {-2, -1, 0, 1, 2} and len(deeper) > len(g)
+
+
+def test_draw_names_what_is_wrong(capsys, tf_bert_artifacts, tmp_path):
+    code, _, err = run(capsys, "inspect", tf_bert_artifacts["bir"], "--draw", "layer_0/qurey/MatMul", "-o",
+                       tmp_path / "r.png")
+    assert_clean_error(code, err, "no op's location contains 'layer_0/qurey/MatMul'", "Did you mean",
+                       "layer_0/query/MatMul")
+    code, _, err = run(capsys, "inspect", tf_bert_artifacts["bir"], "--draw", "layer_0/query/MatMul")
+    assert_clean_error(code, err, "--draw LOC and -o FILE.png go together")
+    assert not (tmp_path / "r.png").exists()

@@ -70,6 +70,51 @@ def test_dump_ir_writes_numbered_reloadable_files(tf_bert, tmp_path):
     assert all(r.seconds >= 0 for r in pm.records)
 
 
+ELEVEN = ("fold_constants,remove_identity,simplify_shapes,cse,fuse_layer_norm,fuse_gelu,fuse_softmax,dce,"
+          "prune_heads{ratio=0.25},quant_int8,dce")
+
+
+def test_dump_ir_writes_each_weight_once_and_every_dump_reloads(tf_bert, tmp_path):
+    """Twelve dumps write less than two copies of the weights (prune_heads' smaller matrices and
+    quant_int8's int8 copies once each; the IR text is not counted), and each .bir reloads through
+    `bertc opt`'s loader to the outputs of the IR it dumped."""
+    from bertc.commands import load_ir
+
+    graph = tf_bert.graph()
+    weight_bytes = graph.num_parameters()[1]
+    feeds = random_graph_inputs(graph, 2, 8)
+    pm = PassManager(parse_pipeline(ELEVEN), dump_dir=tmp_path)
+    assert len(pm.passes) == 11
+    want: dict[str, dict] = {}
+    dump = pm.dump
+
+    def dump_and_run(g, label):
+        path = dump(g, label)
+        want[path.name] = run_graph(g, feeds)
+        return path
+
+    pm.dump = dump_and_run
+    pm.run(graph)
+    assert len(want) == 12  # the import and each pass
+    written = sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file() and f.suffix != ".bir")
+    assert written < 2 * weight_bytes, (written, weight_bytes)
+    for name, outputs in want.items():
+        got = run_graph(load_ir(tmp_path / name), feeds)
+        for key, value in outputs.items():
+            np.testing.assert_array_equal(got[key], value, err_msg=f"{name}: {key}")
+
+
+def test_a_dump_without_its_store_says_so(tf_bert, tmp_path):
+    import shutil
+
+    from bertc.commands import load_ir
+
+    PassManager(parse_pipeline("cse"), dump_dir=tmp_path).run(tf_bert.graph())
+    shutil.rmtree(tmp_path / "weights")
+    with pytest.raises(BertcError, match="weights folder beside the dumps"):
+        load_ir(tmp_path / "01_cse.bir")
+
+
 PLUGIN = textwrap.dedent('''
     from dataclasses import dataclass
     from bertc.pass_manager import Pass, register_pass
