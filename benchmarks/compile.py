@@ -7,6 +7,10 @@ layers, hidden 768), then times each converter in its own child process and
 reads that child's peak RSS.  Prints JSON: wall seconds and peak RSS (GB) per
 tool, and the ratios of bertc's figures to each peer's.  bertc's compile
 includes its verification against TF; the peers' runs verify nothing.
+
+``dump_ir`` is what ``bertc compile --dump-ir DIR`` writes for the same model
+with ``prune_heads{ratio=0.25},quant_int8``: the bytes in DIR against the size
+of the model's weights (each weight is stored once, however many passes dump it).
 """
 
 from __future__ import annotations
@@ -80,6 +84,10 @@ def main() -> None:
         "bertc --target tflite": run_child(bertc + [str(work / "tflite"), "--target", "tflite"]),
         "bertc --target all": run_child(bertc + [str(work / "all"), "--target", "all"]),
     }
+    dump = work / "dump_ir"
+    results["bertc --dump-ir"] = run_child(bertc + [str(work / "dumped"), "--target", "onnx", "--no-verify",
+                                                    "--passes", "prune_heads{ratio=0.25},quant_int8",
+                                                    "--dump-ir", str(dump)])
     if not args.skip_peers:
         results["tf2onnx 1.17 (opset 17)"] = run_child(
             [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(model), "--opset", "17",
@@ -93,7 +101,19 @@ def main() -> None:
             ratios[f"{ours} / {peer}"] = {
                 "time": round(results[ours]["seconds"] / results[peer]["seconds"], 2),
                 "memory": round(results[ours]["peak_rss_gb"] / results[peer]["peak_rss_gb"], 2)}
-    print(json.dumps({"model": args.size, "cpus": os.cpu_count(), "results": results, "ratios": ratios}, indent=2))
+    print(json.dumps({"model": args.size, "cpus": os.cpu_count(), "results": results, "ratios": ratios,
+                      "dump_ir": dump_size(dump, model)}, indent=2))
+
+
+def dump_size(dump: Path, model: Path) -> dict:
+    """Bytes --dump-ir wrote, the model's weight bytes (its variables), and their ratio."""
+    def size(folder: Path) -> int:
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+
+    written, weights = size(dump), size(model / "variables")
+    return {"files": sum(1 for p in dump.rglob("*") if p.is_file()) if dump.exists() else 0,
+            "bytes_written": written, "model_weight_bytes": weights,
+            "ratio": round(written / weights, 3) if weights else None}
 
 
 if __name__ == "__main__":
