@@ -230,9 +230,12 @@ def tflite_op_parity(graph: Graph, artifact: bytes, feeds_list: Iterable[Mapping
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     runner = interp.get_signature_runner()
     in_dtypes = {k: d["dtype"] for k, d in runner.get_input_details().items()}
-    namer = Namer()
-    for v in lowered.inputs:  # the lowering's naming order: tensors carry these names
+    namer = Namer()  # the lowering's naming order (inputs, then every op result, constants
+    for v in lowered.inputs:  # included): its tensors carry these names
         namer.name(v)
+    for op in lowered.ops:
+        for r in op.results:
+            namer.name(r)
     tensor_of = {d["name"]: d["index"] for d in interp.get_tensor_details()}
     result = OpParity()
     worst: dict[int, OpDivergence] = {}

@@ -50,7 +50,7 @@ def summarize_error(stderr: str) -> str:
     first line, without the ``bertc: error:`` prefix and the model path.
     """
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    errors = [i for i, ln in enumerate(lines) if ln.startswith("bertc:")]
+    errors = [i for i, ln in enumerate(lines) if ln.startswith("bertc:") and not ln.startswith("bertc: note:")]
     if not errors:
         return (lines[-1] if lines else "no output").strip()[:300]
     i = errors[0]
