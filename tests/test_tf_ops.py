@@ -888,6 +888,12 @@ case("segment_min_max_sorted", lambda x, s: (tf.math.segment_min(x, s), tf.math.
 case("segment_max_int_flat_rows", lambda x, s: tf.math.segment_max(tf.reshape(x, [-1]), s),
      {"x": S(None, 3, dtype=I32), "s": S(6, dtype=I64)},
      lambda r: [{"x": ints(r, (2, 3)), "s": np.array([0, 1, 1, 1, 3, 3], np.int64)}], ["reduce_max"], ["SegmentMax"])
+case("div_mul_no_nan", lambda x, y: (tf.math.divide_no_nan(x, y), tf.math.multiply_no_nan(x, y),
+                                     tf.math.divide_no_nan(x, y[:, :1])),
+     {"x": S(None, 7), "y": S(None, 7)},
+     lambda r: [{"x": np.tile(NONFINITE, (2, 1)), "y": np.array([[0.0, -0.0, 2.0, 0.0, -4.0, 0.0, 0.5],
+                                                                 [0.0, 1.0, 0.0, 3.0, 0.0, -0.0, 0.0]], np.float32)}],
+     ["where", "div", "mul"], ["DivNoNan", "MulNoNan"])
 case("kernel_expanded_at_run_time", lambda x: tf.nn.conv2d(x, tf.expand_dims(_CONV_K[0], 0), 1, "SAME"),
      {"x": S(None, 1, None, 4)}, lambda r: [{"x": normal(r, (2, 1, 5, 4))}], ["matmul"], ["Conv2D", "ExpandDims"],
      atol=1e-5, why="a sum over kernel taps in another order")

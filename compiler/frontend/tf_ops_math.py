@@ -1,7 +1,7 @@
 """TF op handlers that are small compositions of elementwise ops and reductions.
 
 Clipping and activations (ClipByValue, Relu6, LeakyRelu, Elu, Selu, Softplus,
-Softsign), LogSoftmax, EuclideanNorm, IsNan/IsInf/IsFinite, All/Any, Rank,
+Softsign), DivNoNan/MulNoNan, LogSoftmax, EuclideanNorm, IsNan/IsInf/IsFinite, All/Any, Rank,
 Bucketize and BroadcastArgs have no core op of their own: each is spelled
 exactly, or to a few ulps where a transcendental is involved, with the core
 ops every target runs.
@@ -21,6 +21,16 @@ def _clip(ctx, node, ins):
     """TF clips as max(min(x, hi), lo)."""
     x, lo, hi = ins
     return ctx.emit("maximum", [ctx.emit("minimum", [x, hi]), lo])
+
+
+@handler("DivNoNan", "MulNoNan")
+def _no_nan(ctx, node, ins):
+    """x / y (x * y), but 0 wherever y == 0, even where x is inf or NaN (tf.math.divide_no_nan, the
+    mean pooling of sentence-embedding models)."""
+    x, y = ins
+    zero = ctx.const(np.zeros((), np_dtype(x.dtype)), ctx.name + "/zero")
+    value = ctx.emit("div" if node.op == "DivNoNan" else "mul", [x, y])
+    return ctx.emit("where", [ctx.emit("equal", [y, zero]), zero, value])
 
 
 @handler("Relu6")
