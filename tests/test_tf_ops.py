@@ -894,6 +894,20 @@ case("div_mul_no_nan", lambda x, y: (tf.math.divide_no_nan(x, y), tf.math.multip
      lambda r: [{"x": np.tile(NONFINITE, (2, 1)), "y": np.array([[0.0, -0.0, 2.0, 0.0, -4.0, 0.0, 0.5],
                                                                  [0.0, 1.0, 0.0, 3.0, 0.0, -0.0, 0.0]], np.float32)}],
      ["where", "div", "mul"], ["DivNoNan", "MulNoNan"])
+
+
+def _ln_tf_keras_fused(x):
+    """tf-keras' LayerNormalization: x laid out [1, rows, features, 1], batch-normed per row (NCHW)
+    with tf.ones/tf.zeros([rows]) as scale and offset, laid back, then gamma and beta."""
+    s = tf.shape(x)
+    rows = s[0] * s[1]
+    y = tf.compat.v1.nn.fused_batch_norm(tf.reshape(x, [1, rows, 16, 1]), tf.ones([rows]), tf.zeros([rows]),
+                                         epsilon=1e-3, data_format="NCHW")[0]
+    return tf.reshape(y, s) * _GAMMA + _BETA
+
+
+case("layer_norm_tf_keras_fused", _ln_tf_keras_fused, _LN_SPECS, _ln_feeds, ["reduce_mean", "rsqrt"],
+     ["FusedBatchNormV3", "Fill"], fused={"layer_norm": 1, "reduce_mean": 0, "reshape": 0}, **_FUSE_TOL)
 case("kernel_expanded_at_run_time", lambda x: tf.nn.conv2d(x, tf.expand_dims(_CONV_K[0], 0), 1, "SAME"),
      {"x": S(None, 1, None, 4)}, lambda r: [{"x": normal(r, (2, 1, 5, 4))}], ["matmul"], ["Conv2D", "ExpandDims"],
      atol=1e-5, why="a sum over kernel taps in another order")
