@@ -52,7 +52,7 @@ REFUSALS = {
 # ----------------------------------------------------------------------------------
 
 TOLERANCE = 1e-4
-NAMES = {**corpus_build.all_names(), **{n: "op_family" for n in corpus_build._op_family_names()}}
+NAMES = {**corpus_build.all_names(), **corpus_build.plain_tf_names()}
 
 
 def _marks(name: str, table: dict[str, str]) -> list:
