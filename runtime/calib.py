@@ -261,7 +261,7 @@ def random_calibration(graph: Graph, n: int = 32, seq: int = 64, seed: int = 0) 
         raise BertcError(f"calibration: none of the model's inputs ({', '.join(feeds)}) is [batch, seq] token ids, "
                          "so bertc cannot make calibration batches for it.",
                          "Export a signature that takes input_ids (and attention_mask) as [batch, seq] tensors, "
-                         "not packed together.")
+                         "not packed together and not as embeddings.")
     ids = by_role["ids"]
     mask = by_role.get("mask", (ids != 0).astype(ids.dtype))  # random ids are 0 exactly where padded
     seg = by_role.get("segment", np.zeros_like(ids))

@@ -105,8 +105,17 @@ def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0) -> di
     rng = np.random.default_rng(seed)
     vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
     feeds = random_inputs(graph_input_specs(graph), batch, seq, rng, vocab, lengths_inputs=lengths_inputs(graph))
+    return with_extra_dims(graph, feeds, rng)
+
+
+def with_extra_dims(graph: Graph, feeds: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``feeds`` with each input that has dims past [batch, seq] given them: an integer one (a bbox,
+    TAPAS' token types) all zeros, a float one (inputs_embeds [batch, seq, hidden]) standard normal."""
     for v in graph.inputs:
-        if v.type.rank > 2:
+        if v.type.rank > 2 and v.name in feeds:
+            batch, seq = np.shape(feeds[v.name])[:2]
             extra = [int(d) if isinstance(d, int) else 1 for d in v.shape[2:]]
-            feeds[v.name] = np.zeros((batch, seq, *extra), feeds[v.name].dtype)
+            dtype = feeds[v.name].dtype
+            fill = rng.standard_normal((batch, seq, *extra)) if dtype.kind == "f" else np.zeros((batch, seq, *extra))
+            feeds[v.name] = fill.astype(dtype)
     return feeds

@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from ..diagnostics import BertcError
-from .inputs import lengths_inputs, random_inputs
+from .inputs import lengths_inputs, random_inputs, with_extra_dims
 
 DEFAULT_CASES = ((1, 8), (4, 8), (1, 19), (4, 19))  # (batch, seq): two lengths, ragged padding
 
@@ -104,7 +104,9 @@ def record(reference, graph, verify_data: Path | None = None,
     else:
         vocab = {v.name: vocab_size(graph, v.name) for v in graph.inputs}
         cases = fit_cases(graph, DEFAULT_CASES)
-        feeds_list = [f for _, f in feeds_for(reference, cases, vocab, lengths_inputs=lengths_inputs(graph))]
+        rng = np.random.default_rng(1)
+        feeds_list = [with_extra_dims(graph, f, rng)
+                      for _, f in feeds_for(reference, cases, vocab, lengths_inputs=lengths_inputs(graph))]
     return Expected(cases, [(f, reference.run(f)) for f in feeds_list], data)
 
 

@@ -156,3 +156,18 @@ def test_calibration_batches_keep_fixed_signature_shapes(tmp_path):
     batches = list(calib.batches(8))
     assert len(batches) == calib.num_batches(8) == 5
     assert {b["input_ids"].shape for b in batches} == {(1, 16)}
+
+
+def test_float_embeddings_input_is_fed_floats(tmp_path):
+    """inputs_embeds [batch, seq, hidden] (float) instead of ids: verification feeds it random floats of
+    that shape, not a [batch, seq] array of token ids TF rejects."""
+    m = Encoder()
+    spec = [tf.TensorSpec([None, None, HIDDEN], tf.float32, name="inputs_embeds"),
+            tf.TensorSpec([None, None], tf.int32, name="attention_mask")]
+    m.serve = tf.function(lambda inputs_embeds, attention_mask: {"logits": tf.matmul(
+        tf.reduce_sum(inputs_embeds * tf.cast(attention_mask, tf.float32)[..., None], 1), m.cls)},
+        input_signature=spec)
+    path = tmp_path / "embeds"
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve.get_concrete_function()})
+    report = _compile(tmp_path, path)
+    assert report["verification"]["onnx"]["cases"] == [[1, 8], [4, 8], [1, 19], [4, 19]]

@@ -197,7 +197,10 @@ def load_keras(path: Path) -> FrozenModel:
     try:
         model = keras.saving.load_model(str(path), compile=False)
     except Exception as e:
-        raise BertcError(f"{path}: Keras could not load this file ({str(e).splitlines()[0][:300]}).") from None
+        raise BertcError(f"{path}: Keras could not load this file ({str(e).splitlines()[0][:300]}).",
+                         "A .keras file holds a model's configuration, not its code: custom layers and Lambda "
+                         "functions load only where their Python code is registered. Export a SavedModel where "
+                         "the model was built (model.export(DIR)) and compile that.") from None
     specs = {}
     model_inputs = model.inputs if isinstance(model.inputs, list) else [model.inputs]
     for t in model_inputs:
