@@ -1122,6 +1122,10 @@ _REFUSED = [  # id, TF code, specs, what the error says
      "reads a complex value"),
     ("pad_v2_runtime_value", lambda x, v: tf.pad(x, [[0, 1]], constant_values=v[0]),
      {"x": S(None), "v": S(1)}, "PadV2"),
+    ("dropout_at_inference", lambda x: tf.nn.dropout(x, rate=0.1), {"x": S(None, 4)},
+     r"random ops are not supported(.|\n)*RandomUniform \(1x\): 'dropout/random_uniform"),
+    ("py_function", lambda x: tf.py_function(lambda t: t * 2.0, [x], tf.float32), {"x": S(None, 4)},
+     r"Python calls \(tf.py_function(.|\n)*EagerPyFunc"),
 ]
 
 
