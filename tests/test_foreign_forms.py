@@ -171,3 +171,49 @@ def test_float_embeddings_input_is_fed_floats(tmp_path):
     tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve.get_concrete_function()})
     report = _compile(tmp_path, path)
     assert report["verification"]["onnx"]["cases"] == [[1, 8], [4, 8], [1, 19], [4, 19]]
+
+
+def _tf1_cond_pb(tmp_path, flag: str) -> str:
+    """A TF1 graph-mode model whose dropout is switched by tf.cond(is_training, ...), frozen to .pb.
+
+    ``flag``: "default_false" (placeholder_with_default(False): nobody feeds it) or "fed" (a placeholder,
+    an input of the graph).  Built with control flow v1 (Switch/Merge), as TF1 code runs.
+    """
+    from tensorflow.python.ops import control_flow_util
+
+    v1 = tf.compat.v1
+    was_v2 = control_flow_util.ENABLE_CONTROL_FLOW_V2
+    control_flow_util.ENABLE_CONTROL_FLOW_V2 = False
+    try:
+        with tf.Graph().as_default() as g:
+            ids = v1.placeholder(tf.int32, [None, None], name="input_ids")
+            training = (v1.placeholder_with_default(False, [], name="is_training") if flag == "default_false"
+                        else v1.placeholder(tf.bool, [], name="is_training"))
+            emb = tf.Variable(np.random.default_rng(0).normal(size=(VOCAB, HIDDEN)).astype(np.float32))
+            h = tf.gather(emb, ids)
+            h = v1.cond(training, lambda: tf.nn.dropout(h, rate=0.1), lambda: h)
+            tf.identity(tf.reduce_sum(h, axis=1), name="pooled")
+            with v1.Session(graph=g) as sess:
+                sess.run(v1.global_variables_initializer())
+                frozen = v1.graph_util.convert_variables_to_constants(sess, g.as_graph_def(), ["pooled"])
+    finally:
+        control_flow_util.ENABLE_CONTROL_FLOW_V2 = was_v2
+    assert {"Switch", "Merge"} <= {n.op for n in frozen.node}
+    path = tmp_path / f"{flag}.pb"
+    path.write_bytes(frozen.SerializeToString())
+    return str(path)
+
+
+def test_tf1_cond_on_an_unfed_default_takes_its_branch(tmp_path):
+    """Switch/Merge on placeholder_with_default(False): the inference branch is imported, the dropout
+    branch (RandomUniform and all) dropped, and both artifacts match TF run with the default."""
+    _compile(tmp_path, _tf1_cond_pb(tmp_path, "default_false"), "--inputs", "input_ids", "--outputs", "pooled")
+
+
+def test_tf1_cond_on_a_fed_flag_is_refused(tmp_path, capsys):
+    """A flag that is an input of the graph decides the branch at run time: refused as control flow."""
+    path = _tf1_cond_pb(tmp_path, "fed")
+    argv = ["compile", path, "-o", str(tmp_path / "o"), "--inputs", "input_ids,is_training", "--outputs", "pooled"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "control flow" in err and "Switch" in err and "Traceback" not in err

@@ -223,7 +223,9 @@ BFLOAT16 = 14  # tf.bfloat16's DataType enum
 def import_frozen(model: FrozenModel) -> Graph:
     from . import tf_ops  # noqa: F401  (fills HANDLERS)
 
-    nodes = {n.name: n for n in model.graph_def.node}
+    from .switch_merge import resolve
+
+    nodes = resolve({n.name: n for n in model.graph_def.node}, {i.node for i in model.inputs})
     order = _reachable(nodes, [o.node for o in model.outputs])
     model.variables = _forward_variables(nodes, order, dict(model.variables or {}))
     placeholder_names = {i.node for i in model.inputs} | set(model.variables or {})
