@@ -4,7 +4,9 @@ Where ``op_families.py`` exercises one TF op family per model, these models keep
 the ops ordinary and change the *form*: softmax and activations spelled out op
 by op, a pre-norm layer, tf-keras' fused layer norm, an XLA-compiled serving
 function, a signature fixed at [1, 16], a lengths input instead of a mask,
-sorted-segment and divide_no_nan pooling.  Each is the op-family corpus' one-layer
+sorted-segment and divide_no_nan pooling, and a TF1 graph-mode model whose
+dropout a ``tf.cond`` on ``placeholder_with_default(False)`` switches (frozen
+to a .pb, with control flow v1's Switch/Merge).  Each is the op-family corpus' one-layer
 ``Tiny`` (hidden 32, 2 heads, FFN 64, vocabulary 100) with seeded weights; the
 serving signature is
 
@@ -120,9 +122,16 @@ def fixed_shape_1x16(m, ids, mask):
     return m.classify(m.layer(m.embed(ids), m.mask_bias(mask))[:, 0])
 
 
+def tf1_cond_is_training_pb(m, ids, mask):
+    """TF1 graph mode: dropout under tf.cond(placeholder_with_default(False)) (Switch/Merge), frozen .pb."""
+    training = tf.compat.v1.placeholder_with_default(False, [], name="is_training")
+    h = tf.compat.v1.cond(training, lambda: tf.nn.dropout(m.embed(ids), rate=0.1), lambda: m.embed(ids))
+    return m.classify(m.layer(h, m.mask_bias(mask))[:, 0])
+
+
 MODELS: dict[str, Callable] = {fn.__name__: fn for fn in (
     softmax_exp_over_sum, softmax_logsumexp_silu, quick_gelu_relu6_ffn, pre_norm_layer, tf_keras_fused_layer_norm,
-    xla_jit_compile, segment_max_divide_no_nan_pool, lengths_input, fixed_shape_1x16)}
+    xla_jit_compile, segment_max_divide_no_nan_pool, lengths_input, fixed_shape_1x16, tf1_cond_is_training_pb)}
 
 # Signatures other than the default (input_ids, attention_mask: int32 [None, None]).
 SIGNATURES = {
@@ -131,8 +140,34 @@ SIGNATURES = {
 }
 
 
+def build_frozen(name: str, out_dir: Path) -> dict:
+    """Build one model in TF1 graph mode (control flow v1) and freeze it to ``name``.pb."""
+    from tensorflow.python.ops import control_flow_util
+
+    v1 = tf.compat.v1
+    was_v2, control_flow_util.ENABLE_CONTROL_FLOW_V2 = control_flow_util.ENABLE_CONTROL_FLOW_V2, False
+    try:
+        with tf.Graph().as_default() as g:
+            ids = v1.placeholder(tf.int32, [None, None], name="input_ids")
+            mask = v1.placeholder(tf.int32, [None, None], name="attention_mask")
+            tf.identity(MODELS[name](Tiny(), ids, mask)["logits"], name="logits")
+            with v1.Session(graph=g) as sess:
+                sess.run(v1.global_variables_initializer())
+                frozen = v1.graph_util.convert_variables_to_constants(sess, g.as_graph_def(), ["logits"])
+    finally:
+        control_flow_util.ENABLE_CONTROL_FLOW_V2 = was_v2
+    path = out_dir / f"{name}.pb"
+    path.write_bytes(frozen.SerializeToString())
+    return {"name": name, "kind": "graph_form", "path": str(path), "source": f"examples.corpus.graph_forms.{name}",
+            "doc": " ".join(MODELS[name].__doc__.split()),
+            "inputs": {k: {"dtype": "int32", "shape": [None, None]} for k in ("input_ids", "attention_mask")},
+            "outputs": ["logits"], "compile_args": ["--inputs", "input_ids,attention_mask", "--outputs", "logits"]}
+
+
 def build_one(name: str, out_dir: Path) -> dict:
-    """Save one model as a SavedModel; returns its manifest entry."""
+    """Save one model as a SavedModel (a frozen .pb for the TF1 one); returns its manifest entry."""
+    if name.endswith("_pb"):
+        return build_frozen(name, out_dir)
     fn = MODELS[name]
     module = Tiny()
     shapes = SIGNATURES.get(name, {"input_ids": [None, None], "attention_mask": [None, None]})
