@@ -908,6 +908,9 @@ def _ln_tf_keras_fused(x):
 
 case("layer_norm_tf_keras_fused", _ln_tf_keras_fused, _LN_SPECS, _ln_feeds, ["reduce_mean", "rsqrt"],
      ["FusedBatchNormV3", "Fill"], fused={"layer_norm": 1, "reduce_mean": 0, "reshape": 0}, **_FUSE_TOL)
+case("where_between_bool_masks", lambda c, a, b: tf.where(c, a, tf.logical_not(b)),
+     {"c": S(None, None, dtype=BOOL), "a": S(None, None, dtype=BOOL), "b": S(1, None, dtype=BOOL)},
+     lambda r: [{"c": bools(r, (3, 5)), "a": bools(r, (3, 5)), "b": bools(r, (1, 5))}], ["where"], ["SelectV2"])
 case("kernel_expanded_at_run_time", lambda x: tf.nn.conv2d(x, tf.expand_dims(_CONV_K[0], 0), 1, "SAME"),
      {"x": S(None, 1, None, 4)}, lambda r: [{"x": normal(r, (2, 1, 5, 4))}], ["matmul"], ["Conv2D", "ExpandDims"],
      atol=1e-5, why="a sum over kernel taps in another order")
