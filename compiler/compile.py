@@ -361,7 +361,7 @@ def check_command(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """``bertc run ARTIFACT --ids "101 2023 102"``: one sequence, outputs printed."""
-    from .runtime.inputs import input_role
+    from .runtime.inputs import input_role, positions_like
     from .runtime.session import open_session
 
     try:
@@ -374,7 +374,7 @@ def run_command(args: argparse.Namespace) -> int:
     feeds = {}
     for name in session.input_names:
         role = input_role(name)
-        feeds[name] = ids if role == "ids" else (np.ones_like(ids) if role == "mask" else np.zeros_like(ids))
+        feeds[name] = {"ids": ids, "mask": np.ones_like(ids), "positions": positions_like(ids)}.get(role, np.zeros_like(ids))
     try:
         outputs = session.run(feeds)
     except Exception as e:  # the runtime refused these inputs (ids beyond the vocabulary, say)

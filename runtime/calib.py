@@ -26,7 +26,7 @@ import numpy as np
 
 from ..diagnostics import BertcError
 from ..ir.graph import Graph
-from .inputs import input_role
+from .inputs import input_role, positions_like
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class CalibrationData:
                 extra = self.input_extra_dims.get(name)
                 if name in self.length_inputs:
                     arr = arrays["mask"].sum(axis=1)
+                elif input_role(name) == "positions":
+                    arr = positions_like(arrays["ids"])
                 elif extra is not None:
                     arr = np.zeros((len(chunk), width, *extra), np.int64)
                 else:

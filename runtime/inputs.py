@@ -17,7 +17,10 @@ from ..ir.graph import Graph
 
 
 def input_role(name: str) -> str:
+    """ids, mask, segment or positions (``position_ids``: 0, 1, ... per row), by the input's name."""
     low = name.lower()
+    if "position" in low:
+        return "positions"
     if "mask" in low:
         return "mask"
     if "type" in low or "segment" in low:
@@ -78,6 +81,8 @@ def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: n
         role = input_role(name)
         if name in lengths_inputs:
             arr = lengths
+        elif role == "positions":
+            arr = positions_like(valid)
         elif role == "mask":
             arr = valid.astype(np.int64)
         elif role == "segment":
@@ -87,6 +92,11 @@ def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: n
             arr = np.where(valid, rng.integers(1, max(v, 2), size=(batch, seq)), 0)
         feeds[name] = arr.astype(dtype)
     return feeds
+
+
+def positions_like(ids: np.ndarray) -> np.ndarray:
+    """Position ids 0, 1, ..., seq - 1 in every row of a [batch, seq] array."""
+    return np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int64)
 
 
 def lengths_inputs(graph: Graph) -> list[str]:

@@ -217,3 +217,25 @@ def test_tf1_cond_on_a_fed_flag_is_refused(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "control flow" in err and "Switch" in err and "Traceback" not in err
+
+
+def test_position_ids_input_is_fed_positions(tmp_path):
+    """An input named position_ids indexes a position table, not the vocabulary: verification and
+    calibration feed it 0, 1, ..., seq - 1 (fed token ids, it read past the table's rows)."""
+    from bertc.frontend.tf import import_model
+    from bertc.runtime.calib import random_calibration
+    from bertc.runtime.inputs import random_graph_inputs
+
+    m = Encoder()
+    spec = [tf.TensorSpec([None, None], tf.int32, name=n) for n in ("input_ids", "position_ids", "attention_mask")]
+    m.serve = tf.function(lambda input_ids, position_ids, attention_mask: {"logits": tf.matmul(
+        tf.reduce_sum(tf.gather(m.word, input_ids) + tf.gather(m.pos, position_ids), 1), m.cls)}, input_signature=spec)
+    path = tmp_path / "positions"
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve.get_concrete_function()})
+    _compile(tmp_path, path)
+    graph, _ = import_model(path)
+    want = np.broadcast_to(np.arange(19), (4, 19))
+    np.testing.assert_array_equal(random_graph_inputs(graph, 4, 19)["position_ids"], want)
+    batch = next(random_calibration(graph, n=3, seq=10).batches(3))
+    np.testing.assert_array_equal(batch["position_ids"], np.broadcast_to(np.arange(batch["input_ids"].shape[1]),
+                                                                          batch["input_ids"].shape))
