@@ -6,7 +6,8 @@ by op, a pre-norm layer, tf-keras' fused layer norm, an XLA-compiled serving
 function, a signature fixed at [1, 16], a lengths input instead of a mask,
 sorted-segment and divide_no_nan pooling, and a TF1 graph-mode model whose
 dropout a ``tf.cond`` on ``placeholder_with_default(False)`` switches (frozen
-to a .pb, with control flow v1's Switch/Merge).  Each is the op-family corpus' one-layer
+to a .pb, with control flow v1's Switch/Merge); and a Keras 3 functional model
+saved as a ``.keras`` file, its MultiHeadAttention causal (``use_causal_mask``).  Each is the op-family corpus' one-layer
 ``Tiny`` (hidden 32, 2 heads, FFN 64, vocabulary 100) with seeded weights; the
 serving signature is
 
@@ -129,9 +130,16 @@ def tf1_cond_is_training_pb(m, ids, mask):
     return m.classify(m.layer(h, m.mask_bias(mask))[:, 0])
 
 
+def keras3_causal_mha_keras(m, ids, mask):
+    """Keras 3 functional: Embedding x2 (positions from an input), MultiHeadAttention(use_causal_mask=True)
+    and a padding mask, GlobalMaxPooling1D; saved as a .keras file (built by ``build_keras``, not from Tiny)."""
+    raise NotImplementedError("built by build_keras")
+
+
 MODELS: dict[str, Callable] = {fn.__name__: fn for fn in (
     softmax_exp_over_sum, softmax_logsumexp_silu, quick_gelu_relu6_ffn, pre_norm_layer, tf_keras_fused_layer_norm,
-    xla_jit_compile, segment_max_divide_no_nan_pool, lengths_input, fixed_shape_1x16, tf1_cond_is_training_pb)}
+    xla_jit_compile, segment_max_divide_no_nan_pool, lengths_input, fixed_shape_1x16, tf1_cond_is_training_pb,
+    keras3_causal_mha_keras)}
 
 # Signatures other than the default (input_ids, attention_mask: int32 [None, None]).
 SIGNATURES = {
@@ -164,10 +172,36 @@ def build_frozen(name: str, out_dir: Path) -> dict:
             "outputs": ["logits"], "compile_args": ["--inputs", "input_ids,attention_mask", "--outputs", "logits"]}
 
 
+def build_keras(name: str, out_dir: Path) -> dict:
+    """The Keras 3 model of ``keras3_causal_mha_keras``, saved as ``name``.keras."""
+    import keras
+    from keras import layers, ops
+
+    keras.utils.set_random_seed(0)
+    ids, pos, mask = (keras.Input((None,), dtype="int32", name=n) for n in ("input_ids", "position_ids",
+                                                                             "attention_mask"))
+    x = layers.LayerNormalization()(layers.Embedding(100, HIDDEN)(ids) + layers.Embedding(128, HIDDEN)(pos))
+    keep = ops.cast(mask, "bool")[:, None, :]
+    x = layers.LayerNormalization()(x + layers.MultiHeadAttention(2, HEAD)(x, x, attention_mask=keep,
+                                                                            use_causal_mask=True))
+    x = layers.LayerNormalization()(x + layers.Dense(HIDDEN)(layers.Dense(64, activation="gelu")(x)))
+    model = keras.Model([ids, pos, mask], layers.Dense(3)(layers.GlobalMaxPooling1D()(x)))
+    path = out_dir / f"{name}.keras"
+    model.save(str(path))
+    return {"name": name, "kind": "graph_form", "path": str(path), "source": f"examples.corpus.graph_forms.{name}",
+            "doc": " ".join(MODELS[name].__doc__.split()),
+            "inputs": {k: {"dtype": "int32", "shape": [None, None]} for k in ("input_ids", "position_ids",
+                                                                               "attention_mask")},
+            "outputs": ["output_0"]}
+
+
 def build_one(name: str, out_dir: Path) -> dict:
-    """Save one model as a SavedModel (a frozen .pb for the TF1 one); returns its manifest entry."""
+    """Save one model as a SavedModel (a frozen .pb or a .keras file where the name says so); returns its
+    manifest entry."""
     if name.endswith("_pb"):
         return build_frozen(name, out_dir)
+    if name.endswith("_keras"):
+        return build_keras(name, out_dir)
     fn = MODELS[name]
     module = Tiny()
     shapes = SIGNATURES.get(name, {"input_ids": [None, None], "attention_mask": [None, None]})
