@@ -41,9 +41,12 @@ ACTIVATION = {
 }
 
 
-def _model(softmax=tf.nn.softmax, activation=tf.nn.gelu) -> tuple[tf.Module, tf.types.experimental.ConcreteFunction]:
-    """Tiny with its softmax and FFN activation replaced."""
+def _model(softmax=tf.nn.softmax, activation=tf.nn.gelu, norm=None) -> tuple[tf.Module,
+                                                                             tf.types.experimental.ConcreteFunction]:
+    """Tiny with its softmax, FFN activation and (given ``norm(m, x, i)``) its norms replaced."""
     m = Tiny()
+    if norm is not None:
+        m.norm = lambda x, i: norm(m, x, i)
 
     def serve(input_ids, attention_mask):
         h = m.embed(input_ids)
@@ -143,6 +146,25 @@ def test_pre_norm_layer_finds_its_ffn():
     spec = [tf.TensorSpec([None, None], tf.int32, name="input_ids"),
             tf.TensorSpec([None, None], tf.int32, name="attention_mask")]
     graph = _imported_matches_tf(tf.function(serve, input_signature=spec).get_concrete_function())
+    layer, = analyze_structure(graph).layers
+    assert not layer.problems, layer.problems
+    assert layer.ffn is not None and layer.ffn.intermediate == FFN
+
+
+NORMS = {  # norms that are not a layer_norm op: no fusion applies, the FFN is found past them
+    "std_plus_eps": lambda m, x, i: m.ln[i][0] * (x - tf.reduce_mean(x, -1, keepdims=True))
+    / (tf.math.reduce_std(x, -1, keepdims=True) + 1e-6) + m.ln[i][1],
+    "rms": lambda m, x, i: x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), -1, keepdims=True) + 1e-6) * m.ln[i][0],
+}
+
+
+@pytest.mark.parametrize("form", list(NORMS))
+def test_ffn_is_found_past_a_written_out_norm(form):
+    """(x - mean) / (std + eps) (the annotated Transformer) and RMSNorm are not layer norms, so the
+    attention has no norm op: the FFN is the dense layer the first value past them feeds."""
+    _, fn = _model(norm=NORMS[form])
+    graph = _imported_matches_tf(fn)
+    assert "layer_norm" not in graph.histogram()
     layer, = analyze_structure(graph).layers
     assert not layer.problems, layer.problems
     assert layer.ffn is not None and layer.ffn.intermediate == FFN

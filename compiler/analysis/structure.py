@@ -451,8 +451,38 @@ def match_attention(softmax: Op, graph: Graph) -> Attention:
                      paths, ctx_units, region, seeds)
 
 
+# What a norm written out by hand is made of, after the residual add: (x - mean) / (std + eps)
+# (the annotated Transformer), RMSNorm's x * rsqrt(mean(x^2) + eps), and the add itself.
+NORM_KINDS = frozenset({"add", "sub", "mul", "div", "neg", "reduce_mean", "rsqrt", "sqrt", "pow", "reciprocal",
+                        "maximum"})
+
+
+def _dense_readers(v: Value) -> list[Op]:
+    return [u for u in v.users if as_projection(u) is not None and u.operands[0] is v]
+
+
+def _past_written_out_norm(start: Value, limit: int = 24) -> Value | None:
+    """The nearest value after ``start`` (the attention output) that a dense layer reads, reached
+    through the residual add and a norm that is not one op (ops of ``NORM_KINDS`` only), else None."""
+    frontier, seen = [start], {id(start)}
+    while frontier and len(seen) <= limit:
+        nxt = []
+        for v in frontier:
+            for u in v.users:
+                if u.kind not in NORM_KINDS or id(u.result) in seen:
+                    continue
+                if _dense_readers(u.result):
+                    return u.result
+                seen.add(id(u.result))
+                nxt.append(u.result)
+        frontier = nxt
+    return None
+
+
 def match_ffn(start: Value) -> FeedForward:
-    users = [u for u in start.users if as_projection(u) is not None and u.operands[0] is start]
+    users = _dense_readers(start)
+    if not users and (normed := _past_written_out_norm(start)) is not None:
+        users = _dense_readers(normed)
     if not users:
         raise MatchFailed(f"no dense layer reads the attention output %{start.name}")
     up = as_projection(users[0])
