@@ -168,3 +168,31 @@ def test_ffn_is_found_past_a_written_out_norm(form):
     layer, = analyze_structure(graph).layers
     assert not layer.problems, layer.problems
     assert layer.ffn is not None and layer.ffn.intermediate == FFN
+
+
+def test_mask_applied_after_softmax_prunes(tmp_path):
+    """Masking after the softmax: probs * mask / (sum(probs * mask) + eps).  The context matmul is
+    found through the mul and div, the heads followed through the renormalizing sum, and
+    prune_heads compiles to both targets, verified."""
+    m = Tiny()
+
+    def serve(input_ids, attention_mask):
+        h = m.embed(input_ids)
+        q, k, v = m.qkv(h)
+        keep = tf.cast(attention_mask, tf.float32)[:, None, None, :]
+        p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / math.sqrt(HEAD)) * keep
+        p = p / (tf.reduce_sum(p, axis=-1, keepdims=True) + 1e-9)
+        ctx = tf.transpose(tf.matmul(p, v), [0, 2, 1, 3])
+        h = m.norm(h + m.lin(tf.reshape(ctx, tf.shape(h)), "o"), 1)
+        return m.classify(m.ffn(h)[:, 0])
+
+    spec = [tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+            tf.TensorSpec([None, None], tf.int32, name="attention_mask")]
+    m.serve = tf.function(serve, input_signature=spec)
+    fn = m.serve.get_concrete_function()
+    layer, = analyze_structure(_imported_matches_tf(fn)).layers
+    assert not layer.problems, layer.problems
+    assert layer.attention.heads == HIDDEN // HEAD
+    tf.saved_model.save(m, str(tmp_path / "model"), signatures={"serving_default": fn})
+    assert main(["compile", str(tmp_path / "model"), "-o", str(tmp_path / "out"),
+                 "--passes", "prune_heads{ratio=0.5}"]) == 0

@@ -231,14 +231,16 @@ def trace_forward(v: Value, seen: list[Op]) -> Projection:
 
 
 def _probs_consumer(softmax: Op) -> Op:
-    """The context matmul, possibly behind a mask select, a dropout-free mul or a reshape."""
+    """The context matmul, possibly behind a mask select, a dropout-free mul, a reshape, or the
+    probabilities times a 0/1 mask and divided by their new sum (masking after the softmax)."""
     v = softmax.result
     for _ in range(6):
         users = [u for u in v.users if u.kind != "shape"]
         mm = [u for u in users if u.kind in ("matmul", "einsum") and u.operands[0] is v]
         if mm:
             return mm[0]
-        nxt = [u for u in users if u.kind in SCORE_PATH and _data_input_of(u) is v]
+        nxt = [u for u in users if u.kind in SCORE_PATH
+               and (_data_input_of(u) is v or (u.kind in ("mul", "div") and u.operands[0] is v))]
         if len(nxt) != 1:
             break
         v = nxt[0].result
