@@ -114,7 +114,7 @@ def test_residual_mixed_into_activation_is_not_one():
         input_signature=[tf.TensorSpec([None, None], tf.int32, name="input_ids"),
                          tf.TensorSpec([None, None], tf.int32, name="attention_mask")]).get_concrete_function()
     graph, _ = import_function(fn)
-    from bertc.analysis.structure import activation_of
+    from bertc.analysis.written_out import activation_of
 
     ups = [op for op in graph.ops if op.kind == "matmul" and op.result.shape[-1] == FFN]
     assert ups and all(activation_of(op.result) is None for op in ups)

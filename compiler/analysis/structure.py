@@ -37,6 +37,7 @@ from ..ir.graph import Graph, Op, Value
 from .layout import LayoutError, Units, follow_chain
 from .projection import MatchFailed, Projection, _non_const, as_projection  # noqa: F401 (re-exported)
 from .region import Region, head_region
+from .written_out import ACTIVATIONS, activation_of, dense_readers, past_written_out_norm  # noqa: F401
 
 # Ops that move or rescale data without mixing positions: tracing goes through them.
 PASS_THROUGH = {"transpose", "reshape", "mul", "div", "identity", "cast", "squeeze", "unsqueeze", "where"}
@@ -47,7 +48,6 @@ BACK_THROUGH = PASS_THROUGH | {"add", "sub", "neg", "slice", "concat", "tile"}
 # Between the scores and the softmax, and between the softmax and the context matmul (masks, scaling,
 # DeBERTa's XSoftmax: where(mask, -inf, scores) -> softmax -> where(mask, 0, probs)).
 SCORE_PATH = {"add", "sub", "mul", "div", "where", "cast", "identity", "reshape", "transpose"}
-ACTIVATIONS = {"gelu", "relu", "tanh", "sigmoid"}
 
 
 @dataclass
@@ -453,38 +453,10 @@ def match_attention(softmax: Op, graph: Graph) -> Attention:
                      paths, ctx_units, region, seeds)
 
 
-# What a norm written out by hand is made of, after the residual add: (x - mean) / (std + eps)
-# (the annotated Transformer), RMSNorm's x * rsqrt(mean(x^2) + eps), and the add itself.
-NORM_KINDS = frozenset({"add", "sub", "mul", "div", "neg", "reduce_mean", "rsqrt", "sqrt", "pow", "reciprocal",
-                        "maximum"})
-
-
-def _dense_readers(v: Value) -> list[Op]:
-    return [u for u in v.users if as_projection(u) is not None and u.operands[0] is v]
-
-
-def _past_written_out_norm(start: Value, limit: int = 24) -> Value | None:
-    """The nearest value after ``start`` (the attention output) that a dense layer reads, reached
-    through the residual add and a norm that is not one op (ops of ``NORM_KINDS`` only), else None."""
-    frontier, seen = [start], {id(start)}
-    while frontier and len(seen) <= limit:
-        nxt = []
-        for v in frontier:
-            for u in v.users:
-                if u.kind not in NORM_KINDS or id(u.result) in seen:
-                    continue
-                if _dense_readers(u.result):
-                    return u.result
-                seen.add(id(u.result))
-                nxt.append(u.result)
-        frontier = nxt
-    return None
-
-
 def match_ffn(start: Value) -> FeedForward:
-    users = _dense_readers(start)
-    if not users and (normed := _past_written_out_norm(start)) is not None:
-        users = _dense_readers(normed)
+    users = dense_readers(start)
+    if not users and (normed := past_written_out_norm(start)) is not None:
+        users = dense_readers(normed)
     if not users:
         raise MatchFailed(f"no dense layer reads the attention output %{start.name}")
     up = as_projection(users[0])
@@ -494,39 +466,6 @@ def match_ffn(start: Value) -> FeedForward:
     width_ops: list[Op] = []
     down = trace_forward(act.result, width_ops)
     return _feed_forward(up, act, down, _residual_norm(down.out), width_ops)
-
-
-# What an activation written out op by op is made of (x * sigmoid(x), x * sigmoid(1.702 x),
-# min(max(x, 0), 6), a GELU the fusion did not recognise): elementwise ops, scalar constants.
-ELEMENTWISE = ACTIVATIONS | {"mul", "add", "sub", "div", "neg", "erf", "exp", "log", "pow", "sqrt", "abs",
-                             "maximum", "minimum", "reciprocal"}
-NONLINEAR = ACTIVATIONS | {"erf", "exp", "log", "pow", "sqrt", "abs", "maximum", "minimum", "reciprocal"}
-
-
-def activation_of(x: Value, limit: int = 16) -> Op | None:
-    """The op that applies the FFN's activation to ``x`` (the up projection's output): its one
-    user when that is an activation op, else the op where an elementwise composition of ``x``
-    with scalar constants joins back into one value.  None when there is neither."""
-    if len(x.users) == 1 and x.users[0].kind in ACTIVATIONS:
-        return x.users[0]
-    region: dict[int, Op] = {}
-    frontier = [x]
-    while frontier:  # every elementwise op reachable from x
-        for u in frontier.pop().users:
-            if u.kind in ELEMENTWISE and as_projection(u) is None and id(u) not in region:
-                region[id(u)] = u
-                frontier.append(u.result)
-                if len(region) > limit:
-                    return None
-    inside = {id(x)} | {id(op.result) for op in region.values()}
-    for op in region.values():
-        if any(id(o) not in inside and not (o.is_const() and o.type.num_elements == 1) for o in op.operands):
-            return None  # reads something else: a residual, a per-neuron constant
-    exits = [v for v in (x, *(op.result for op in region.values()))
-             if any(id(u) not in region for u in v.users) or not v.users]
-    if len(exits) != 1 or exits[0] is x or not any(op.kind in NONLINEAR for op in region.values()):
-        return None
-    return exits[0].producer
 
 
 def _feed_forward(up: Projection, act: Op, down: Projection, norm: Op | None, width_ops: list[Op]) -> FeedForward:
