@@ -239,3 +239,12 @@ def test_position_ids_input_is_fed_positions(tmp_path):
     batch = next(random_calibration(graph, n=3, seq=10).batches(3))
     np.testing.assert_array_equal(batch["position_ids"], np.broadcast_to(np.arange(batch["input_ids"].shape[1]),
                                                                           batch["input_ids"].shape))
+
+
+def test_legacy_keras_h5_says_how_to_export(tmp_path, capsys):
+    """A tf-keras .h5 file: one message saying to export a SavedModel, not "not a model"."""
+    path = tmp_path / "model.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n")
+    assert main(["compile", str(path), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "legacy Keras HDF5 file" in err and "model.export(DIR)" in err

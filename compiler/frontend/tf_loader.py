@@ -62,6 +62,10 @@ def load_model(path: str | Path, signature: str = "serving_default", inputs: lis
         return load_keras(path)
     if path.suffix in (".pb", ".pbtxt"):
         return load_graph_def(path, inputs, outputs)
+    if path.suffix in (".h5", ".hdf5"):
+        raise BertcError(f"{path}: a legacy Keras HDF5 file, which bertc does not read.",
+                         "Load it with the Keras that wrote it and export a SavedModel "
+                         "(model.export(DIR), or model.save(DIR) in tf-keras), then compile that.")
     raise BertcError(f"{path}: not a model bertc can read.",
                      "Pass a SavedModel directory, a frozen GraphDef .pb or a .keras file.")
 
