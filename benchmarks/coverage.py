@@ -92,7 +92,11 @@ def feeds_for(entry: dict) -> dict[str, np.ndarray]:
     from bertc.runtime.inputs import random_inputs
 
     specs = [(k, v["dtype"]) for k, v in entry["inputs"].items()]
-    return random_inputs(specs, PEER_BATCH, PEER_SEQ, np.random.default_rng(0), PEER_VOCAB)
+    shapes = [v.get("shape") or [] for v in entry["inputs"].values()]
+    fixed = [next((s[i] for s in shapes if len(s) > i and isinstance(s[i], int)), None) for i in (0, 1)]
+    lengths = [k for k, v in entry["inputs"].items() if len(v.get("shape") or []) == 1]
+    return random_inputs(specs, fixed[0] or PEER_BATCH, fixed[1] or PEER_SEQ, np.random.default_rng(0), PEER_VOCAB,
+                         lengths_inputs=lengths)
 
 
 def frozen_inputs_outputs(entry: dict) -> tuple[list[str] | None, list[str] | None]:

@@ -1,4 +1,7 @@
-"""Identity removal: forward each identity's operand to its users."""
+"""Identity removal: forward each identity's operand to its users.
+
+Also a reshape that undoes the reshape before it (x -> [1, rows, features, 1] -> x's shape, as
+tf-keras' fused layer norm lays its input out and back) is the identity on x."""
 
 from __future__ import annotations
 
@@ -26,6 +29,10 @@ class RemoveIdentity(Pass):
                     and UNKNOWN not in src.shape)
                 or (op.kind == "transpose" and list(op.attrs["perm"]) == sorted(op.attrs["perm"]))
             )
+            if not trivial and op.kind == "reshape" and src.producer is not None and src.producer.kind == "reshape":
+                inner = src.producer.operands[0]
+                if inner.type == op.result.type and UNKNOWN not in inner.shape:
+                    src, trivial = inner, True  # the round trip x -> reshape -> reshape back
             if trivial:
                 graph.replace_op(op, [src])
                 changed = True

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..diagnostics import BertcError
 from ..ir.graph import Graph
-from .inputs import input_role
+from .inputs import input_role, positions_like
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class CalibrationData:
                 extra = self.input_extra_dims.get(name)
                 if name in self.length_inputs:
                     arr = arrays["mask"].sum(axis=1)
+                elif input_role(name) == "positions":
+                    arr = positions_like(arrays["ids"])
                 elif extra is not None:
                     arr = np.zeros((len(chunk), width, *extra), np.int64)
                 else:
@@ -263,7 +265,7 @@ def random_calibration(graph: Graph, n: int = 32, seq: int = 64, seed: int = 0) 
         raise BertcError(f"calibration: none of the model's inputs ({', '.join(feeds)}) is [batch, seq] token ids, "
                          "so bertc cannot make calibration batches for it.",
                          "Export a signature that takes input_ids (and attention_mask) as [batch, seq] tensors, "
-                         "not packed together.")
+                         "not packed together and not as embeddings.")
     ids = by_role["ids"]
     mask = by_role.get("mask", (ids != 0).astype(ids.dtype))  # random ids are 0 exactly where padded
     seg = by_role.get("segment", np.zeros_like(ids))

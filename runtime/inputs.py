@@ -79,6 +79,8 @@ def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: n
         role = input_role(name)
         if name in lengths_inputs:
             arr = lengths
+        elif role == "positions":
+            arr = positions_like(valid)
         elif role == "mask":
             arr = valid.astype(np.int64)
         elif role == "segment":
@@ -88,6 +90,11 @@ def random_inputs(specs: Iterable[tuple[str, str]], batch: int, seq: int, rng: n
             arr = np.where(valid, rng.integers(1, max(v, 2), size=(batch, seq)), 0)
         feeds[name] = arr.astype(dtype)
     return feeds
+
+
+def positions_like(ids: np.ndarray) -> np.ndarray:
+    """Position ids 0, 1, ..., seq - 1 in every row of a [batch, seq] array."""
+    return np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int64)
 
 
 def lengths_inputs(graph: Graph) -> list[str]:
@@ -101,7 +108,8 @@ def graph_input_specs(graph: Graph) -> list[tuple[str, str]]:
 
 def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0,
                         independent: bool = False) -> dict[str, np.ndarray]:
-    """Valid random feeds for ``graph``'s inputs; dims past [batch, seq] (a bbox) are all zeros.
+    """Valid random feeds for ``graph``'s inputs; dims past [batch, seq] are zeros for an integer
+    input (a bbox) and standard normal for a float one (inputs_embeds).
 
     Every batch-like dim symbol gets ``batch`` and every sequence-like one ``seq``, as a
     tokenizer feeds a BERT.  With ``independent=True`` (verification), an input with dims
@@ -123,7 +131,22 @@ def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0,
             if v.type.rank != 2 and v.name not in lengths:
                 extra = [d if isinstance(d, int) else sizes.get(d, 1) for d in v.shape[2:]]
                 lead = [b, s][:v.type.rank]
-                feeds[v.name] = np.zeros((*lead, *extra), feeds[v.name].dtype)
+                dtype = feeds[v.name].dtype
+                fill = rng.standard_normal((*lead, *extra)) if dtype.kind == "f" else np.zeros((*lead, *extra))
+                feeds[v.name] = fill.astype(dtype)  # a bbox all zeros; inputs_embeds standard normal
+    return feeds
+
+
+def with_extra_dims(graph: Graph, feeds: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``feeds`` with each input that has dims past [batch, seq] given them: an integer one (a bbox,
+    TAPAS' token types) all zeros, a float one (inputs_embeds [batch, seq, hidden]) standard normal."""
+    for v in graph.inputs:
+        if v.type.rank > 2 and v.name in feeds:
+            batch, seq = np.shape(feeds[v.name])[:2]
+            extra = [int(d) if isinstance(d, int) else 1 for d in v.shape[2:]]
+            dtype = feeds[v.name].dtype
+            fill = rng.standard_normal((batch, seq, *extra)) if dtype.kind == "f" else np.zeros((batch, seq, *extra))
+            feeds[v.name] = fill.astype(dtype)
     return feeds
 
 

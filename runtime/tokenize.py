@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..diagnostics import BertcError
-from .inputs import input_role
+from .inputs import input_role, positions_like
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _from_vocab(path: Path):
 def as_feeds(encoded: Mapping[str, np.ndarray], input_names: Sequence[str]) -> dict[str, np.ndarray]:
     """Map encoded arrays onto a model's input names by role (ids, mask, segment)."""
     by_role = {"ids": encoded["input_ids"], "mask": encoded["attention_mask"],
-               "segment": encoded["token_type_ids"]}
+               "segment": encoded["token_type_ids"], "positions": positions_like(encoded["input_ids"])}
     return {name: by_role[input_role(name)] for name in input_names}
 
 

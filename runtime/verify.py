@@ -16,9 +16,9 @@ from typing import Iterable
 import numpy as np
 
 from ..diagnostics import BertcError
+from .inputs import random_graph_inputs, random_inputs
 
 log = logging.getLogger(__name__)
-from .inputs import random_graph_inputs, random_inputs
 
 DEFAULT_CASES = ((1, 8), (4, 8), (1, 19), (4, 19))  # (batch, seq): two lengths, ragged padding
 

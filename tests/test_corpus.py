@@ -34,10 +34,9 @@ XFAIL: dict[str, str] = {
 XFAIL_PASSES: dict[str, str] = {
     "hf_convbert": "prune_heads found no attention layer to prune: …: no scores matmul before softmax "
                    "(self-attention heads mixed with span-based convolution heads)",
-    "hf_deberta": "prune_heads found no attention layer to prune: … following the heads: the reshape's result "
-                  "shape ['?', '?'] is not known (relative embeddings sliced to a length computed at run time)",
-    "kh_roformer_v2": "prune_neurons found no feed-forward block to prune: feed-forward: no dense layer reads the "
-                      "attention output (bias-free dense layers, scale-only norms)",
+    "hf_deberta": "prune_heads found no attention layer to prune: … following the heads: reshaping ['batch', "
+                  "'seq', 192] to ['batch', 'seq', 4, 48] splits the 4 groups of axis 2 across axes (and as thirds "
+                  "of a fused QKV projection) (relative embeddings sliced to a length computed at run time)",
 }
 
 # Models with no attention to prune: their pipeline prunes neurons only.
@@ -52,7 +51,7 @@ REFUSALS = {
 # ----------------------------------------------------------------------------------
 
 TOLERANCE = 1e-4
-NAMES = {**corpus_build.all_names(), **{n: "op_family" for n in corpus_build._op_family_names()}}
+NAMES = {**corpus_build.all_names(), **corpus_build.plain_tf_names()}
 
 
 def _marks(name: str, table: dict[str, str]) -> list:

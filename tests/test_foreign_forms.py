@@ -92,7 +92,7 @@ def test_float16_head_says_what_to_do(tmp_path, capsys):
     assert main(["compile", str(path), "--target", "tflite", "-o", str(tmp_path / "t")]) == 2
     assert "computes in float16" in capsys.readouterr().err
     code = main(["compile", str(path), "--target", "onnx", "-o", str(tmp_path / "o"), "--tolerance", "1e-7"])
-    assert code == 1 and "--tolerance 1e-3" in capsys.readouterr().err
+    assert code == 1 and "--target onnx and a --tolerance float16 can meet" in capsys.readouterr().err
     assert main(["compile", str(path), "--target", "onnx", "-o", str(tmp_path / "o"), "--tolerance", "1e-3"]) == 0
 
 
@@ -156,3 +156,95 @@ def test_calibration_batches_keep_fixed_signature_shapes(tmp_path):
     batches = list(calib.batches(8))
     assert len(batches) == calib.num_batches(8) == 5
     assert {b["input_ids"].shape for b in batches} == {(1, 16)}
+
+
+def test_float_embeddings_input_is_fed_floats(tmp_path):
+    """inputs_embeds [batch, seq, hidden] (float) instead of ids: verification feeds it random floats of
+    that shape, not a [batch, seq] array of token ids TF rejects."""
+    m = Encoder()
+    spec = [tf.TensorSpec([None, None, HIDDEN], tf.float32, name="inputs_embeds"),
+            tf.TensorSpec([None, None], tf.int32, name="attention_mask")]
+    m.serve = tf.function(lambda inputs_embeds, attention_mask: {"logits": tf.matmul(
+        tf.reduce_sum(inputs_embeds * tf.cast(attention_mask, tf.float32)[..., None], 1), m.cls)},
+        input_signature=spec)
+    path = tmp_path / "embeds"
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve.get_concrete_function()})
+    report = _compile(tmp_path, path)
+    assert report["verification"]["onnx"]["cases"] == [[1, 8], [4, 8], [1, 19], [4, 19]]
+
+
+def _tf1_cond_pb(tmp_path, flag: str) -> str:
+    """A TF1 graph-mode model whose dropout is switched by tf.cond(is_training, ...), frozen to .pb.
+
+    ``flag``: "default_false" (placeholder_with_default(False): nobody feeds it) or "fed" (a placeholder,
+    an input of the graph).  Built with control flow v1 (Switch/Merge), as TF1 code runs.
+    """
+    from tensorflow.python.ops import control_flow_util
+
+    v1 = tf.compat.v1
+    was_v2 = control_flow_util.ENABLE_CONTROL_FLOW_V2
+    control_flow_util.ENABLE_CONTROL_FLOW_V2 = False
+    try:
+        with tf.Graph().as_default() as g:
+            ids = v1.placeholder(tf.int32, [None, None], name="input_ids")
+            training = (v1.placeholder_with_default(False, [], name="is_training") if flag == "default_false"
+                        else v1.placeholder(tf.bool, [], name="is_training"))
+            emb = tf.Variable(np.random.default_rng(0).normal(size=(VOCAB, HIDDEN)).astype(np.float32))
+            h = tf.gather(emb, ids)
+            h = v1.cond(training, lambda: tf.nn.dropout(h, rate=0.1), lambda: h)
+            tf.identity(tf.reduce_sum(h, axis=1), name="pooled")
+            with v1.Session(graph=g) as sess:
+                sess.run(v1.global_variables_initializer())
+                frozen = v1.graph_util.convert_variables_to_constants(sess, g.as_graph_def(), ["pooled"])
+    finally:
+        control_flow_util.ENABLE_CONTROL_FLOW_V2 = was_v2
+    assert {"Switch", "Merge"} <= {n.op for n in frozen.node}
+    path = tmp_path / f"{flag}.pb"
+    path.write_bytes(frozen.SerializeToString())
+    return str(path)
+
+
+def test_tf1_cond_on_an_unfed_default_takes_its_branch(tmp_path):
+    """Switch/Merge on placeholder_with_default(False): the inference branch is imported, the dropout
+    branch (RandomUniform and all) dropped, and both artifacts match TF run with the default."""
+    _compile(tmp_path, _tf1_cond_pb(tmp_path, "default_false"), "--inputs", "input_ids", "--outputs", "pooled")
+
+
+def test_tf1_cond_on_a_fed_flag_is_refused(tmp_path, capsys):
+    """A flag that is an input of the graph decides the branch at run time: refused as control flow."""
+    path = _tf1_cond_pb(tmp_path, "fed")
+    argv = ["compile", path, "-o", str(tmp_path / "o"), "--inputs", "input_ids,is_training", "--outputs", "pooled"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "control flow" in err and "Switch" in err and "Traceback" not in err
+
+
+def test_position_ids_input_is_fed_positions(tmp_path):
+    """An input named position_ids indexes a position table, not the vocabulary: verification and
+    calibration feed it 0, 1, ..., seq - 1 (fed token ids, it read past the table's rows)."""
+    from bertc.frontend.tf import import_model
+    from bertc.runtime.calib import random_calibration
+    from bertc.runtime.inputs import random_graph_inputs
+
+    m = Encoder()
+    spec = [tf.TensorSpec([None, None], tf.int32, name=n) for n in ("input_ids", "position_ids", "attention_mask")]
+    m.serve = tf.function(lambda input_ids, position_ids, attention_mask: {"logits": tf.matmul(
+        tf.reduce_sum(tf.gather(m.word, input_ids) + tf.gather(m.pos, position_ids), 1), m.cls)}, input_signature=spec)
+    path = tmp_path / "positions"
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve.get_concrete_function()})
+    _compile(tmp_path, path)
+    graph, _ = import_model(path)
+    want = np.broadcast_to(np.arange(19), (4, 19))
+    np.testing.assert_array_equal(random_graph_inputs(graph, 4, 19)["position_ids"], want)
+    batch = next(random_calibration(graph, n=3, seq=10).batches(3))
+    np.testing.assert_array_equal(batch["position_ids"], np.broadcast_to(np.arange(batch["input_ids"].shape[1]),
+                                                                          batch["input_ids"].shape))
+
+
+def test_legacy_keras_h5_says_how_to_export(tmp_path, capsys):
+    """A tf-keras .h5 file: one message saying to export a SavedModel, not "not a model"."""
+    path = tmp_path / "model.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n")
+    assert main(["compile", str(path), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "legacy Keras HDF5 file" in err and "model.export(DIR)" in err

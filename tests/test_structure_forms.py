@@ -41,9 +41,12 @@ ACTIVATION = {
 }
 
 
-def _model(softmax=tf.nn.softmax, activation=tf.nn.gelu) -> tuple[tf.Module, tf.types.experimental.ConcreteFunction]:
-    """Tiny with its softmax and FFN activation replaced."""
+def _model(softmax=tf.nn.softmax, activation=tf.nn.gelu, norm=None) -> tuple[tf.Module,
+                                                                             tf.types.experimental.ConcreteFunction]:
+    """Tiny with its softmax, FFN activation and (given ``norm(m, x, i)``) its norms replaced."""
     m = Tiny()
+    if norm is not None:
+        m.norm = lambda x, i: norm(m, x, i)
 
     def serve(input_ids, attention_mask):
         h = m.embed(input_ids)
@@ -111,7 +114,7 @@ def test_residual_mixed_into_activation_is_not_one():
         input_signature=[tf.TensorSpec([None, None], tf.int32, name="input_ids"),
                          tf.TensorSpec([None, None], tf.int32, name="attention_mask")]).get_concrete_function()
     graph, _ = import_function(fn)
-    from bertc.analysis.structure import activation_of
+    from bertc.analysis.written_out import activation_of
 
     ups = [op for op in graph.ops if op.kind == "matmul" and op.result.shape[-1] == FFN]
     assert ups and all(activation_of(op.result) is None for op in ups)
@@ -146,3 +149,50 @@ def test_pre_norm_layer_finds_its_ffn():
     layer, = analyze_structure(graph).layers
     assert not layer.problems, layer.problems
     assert layer.ffn is not None and layer.ffn.intermediate == FFN
+
+
+NORMS = {  # norms that are not a layer_norm op: no fusion applies, the FFN is found past them
+    "std_plus_eps": lambda m, x, i: m.ln[i][0] * (x - tf.reduce_mean(x, -1, keepdims=True))
+    / (tf.math.reduce_std(x, -1, keepdims=True) + 1e-6) + m.ln[i][1],
+    "rms": lambda m, x, i: x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), -1, keepdims=True) + 1e-6) * m.ln[i][0],
+}
+
+
+@pytest.mark.parametrize("form", list(NORMS))
+def test_ffn_is_found_past_a_written_out_norm(form):
+    """(x - mean) / (std + eps) (the annotated Transformer) and RMSNorm are not layer norms, so the
+    attention has no norm op: the FFN is the dense layer the first value past them feeds."""
+    _, fn = _model(norm=NORMS[form])
+    graph = _imported_matches_tf(fn)
+    assert "layer_norm" not in graph.histogram()
+    layer, = analyze_structure(graph).layers
+    assert not layer.problems, layer.problems
+    assert layer.ffn is not None and layer.ffn.intermediate == FFN
+
+
+def test_mask_applied_after_softmax_prunes(tmp_path):
+    """Masking after the softmax: probs * mask / (sum(probs * mask) + eps).  The context matmul is
+    found through the mul and div, the heads followed through the renormalizing sum, and
+    prune_heads compiles to both targets, verified."""
+    m = Tiny()
+
+    def serve(input_ids, attention_mask):
+        h = m.embed(input_ids)
+        q, k, v = m.qkv(h)
+        keep = tf.cast(attention_mask, tf.float32)[:, None, None, :]
+        p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / math.sqrt(HEAD)) * keep
+        p = p / (tf.reduce_sum(p, axis=-1, keepdims=True) + 1e-9)
+        ctx = tf.transpose(tf.matmul(p, v), [0, 2, 1, 3])
+        h = m.norm(h + m.lin(tf.reshape(ctx, tf.shape(h)), "o"), 1)
+        return m.classify(m.ffn(h)[:, 0])
+
+    spec = [tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+            tf.TensorSpec([None, None], tf.int32, name="attention_mask")]
+    m.serve = tf.function(serve, input_signature=spec)
+    fn = m.serve.get_concrete_function()
+    layer, = analyze_structure(_imported_matches_tf(fn)).layers
+    assert not layer.problems, layer.problems
+    assert layer.attention.heads == HIDDEN // HEAD
+    tf.saved_model.save(m, str(tmp_path / "model"), signatures={"serving_default": fn})
+    assert main(["compile", str(tmp_path / "model"), "-o", str(tmp_path / "out"),
+                 "--passes", "prune_heads{ratio=0.5}"]) == 0

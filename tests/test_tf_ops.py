@@ -885,6 +885,29 @@ case("segment_min_max_sorted", lambda x, s: (tf.math.segment_min(x, s), tf.math.
 case("segment_max_int_flat_rows", lambda x, s: tf.math.segment_max(tf.reshape(x, [-1]), s),
      {"x": S(None, 3, dtype=I32), "s": S(6, dtype=I64)},
      lambda r: [{"x": ints(r, (2, 3)), "s": np.array([0, 1, 1, 1, 3, 3], np.int64)}], ["reduce_max"], ["SegmentMax"])
+case("div_mul_no_nan", lambda x, y: (tf.math.divide_no_nan(x, y), tf.math.multiply_no_nan(x, y),
+                                     tf.math.divide_no_nan(x, y[:, :1])),
+     {"x": S(None, 7), "y": S(None, 7)},
+     lambda r: [{"x": np.tile(NONFINITE, (2, 1)), "y": np.array([[0.0, -0.0, 2.0, 0.0, -4.0, 0.0, 0.5],
+                                                                 [0.0, 1.0, 0.0, 3.0, 0.0, -0.0, 0.0]], np.float32)}],
+     ["where", "div", "mul"], ["DivNoNan", "MulNoNan"])
+
+
+def _ln_tf_keras_fused(x):
+    """tf-keras' LayerNormalization: x laid out [1, rows, features, 1], batch-normed per row (NCHW)
+    with tf.ones/tf.zeros([rows]) as scale and offset, laid back, then gamma and beta."""
+    s = tf.shape(x)
+    rows = s[0] * s[1]
+    y = tf.compat.v1.nn.fused_batch_norm(tf.reshape(x, [1, rows, 16, 1]), tf.ones([rows]), tf.zeros([rows]),
+                                         epsilon=1e-3, data_format="NCHW")[0]
+    return tf.reshape(y, s) * _GAMMA + _BETA
+
+
+case("layer_norm_tf_keras_fused", _ln_tf_keras_fused, _LN_SPECS, _ln_feeds, ["reduce_mean", "rsqrt"],
+     ["FusedBatchNormV3", "Fill"], fused={"layer_norm": 1, "reduce_mean": 0, "reshape": 0}, **_FUSE_TOL)
+case("where_between_bool_masks", lambda c, a, b: tf.where(c, a, tf.logical_not(b)),
+     {"c": S(None, None, dtype=BOOL), "a": S(None, None, dtype=BOOL), "b": S(1, None, dtype=BOOL)},
+     lambda r: [{"c": bools(r, (3, 5)), "a": bools(r, (3, 5)), "b": bools(r, (1, 5))}], ["where"], ["SelectV2"])
 case("kernel_expanded_at_run_time", lambda x: tf.nn.conv2d(x, tf.expand_dims(_CONV_K[0], 0), 1, "SAME"),
      {"x": S(None, 1, None, 4)}, lambda r: [{"x": normal(r, (2, 1, 5, 4))}], ["matmul"], ["Conv2D", "ExpandDims"],
      atol=1e-5, why="a sum over kernel taps in another order")
@@ -1099,6 +1122,10 @@ _REFUSED = [  # id, TF code, specs, what the error says
      "reads a complex value"),
     ("pad_v2_runtime_value", lambda x, v: tf.pad(x, [[0, 1]], constant_values=v[0]),
      {"x": S(None), "v": S(1)}, "PadV2"),
+    ("dropout_at_inference", lambda x: tf.nn.dropout(x, rate=0.1), {"x": S(None, 4)},
+     r"random ops are not supported(.|\n)*RandomUniform \(1x\): 'dropout/random_uniform"),
+    ("py_function", lambda x: tf.py_function(lambda t: t * 2.0, [x], tf.float32), {"x": S(None, 4)},
+     r"Python calls \(tf.py_function(.|\n)*EagerPyFunc"),
 ]
 
 

@@ -198,7 +198,19 @@ def result_units(op: Op, i: int, u: Units) -> Units:
         return u
     if kind == "gather" and i == 0:
         return _gather_result(op, u)
+    if kind in REDUCTIONS:
+        axes = _reduced_axes(op, x)
+        _check_not_along(op, u, axes, x)
+        return u if op.attrs["keepdims"] else Units(u.axis - sum(a < u.axis for a in axes), u.count, u.inner)
     raise LayoutError(f"{kind} at {op.loc} is not an op the head analysis can follow")
+
+
+# Reductions along other axes than the heads' (the sum that renormalizes masked probabilities).
+REDUCTIONS = {"reduce_sum", "reduce_mean", "reduce_max", "reduce_min"}
+
+
+def _reduced_axes(op: Op, x: Value) -> list[int]:
+    return sorted({int(a) % x.type.rank for a in op.attrs["axes"]})
 
 
 def _gather_result(op: Op, u: Units) -> Units:
@@ -251,6 +263,13 @@ def operand_units(op: Op, j: int, r: Units) -> Units | None:
         return r
     if kind == "gather":
         return _gather_operand(op, j, r)
+    if kind in REDUCTIONS:
+        axes = _reduced_axes(op, v)
+        if op.attrs["keepdims"]:
+            _check_not_along(op, r, axes, v)
+            return r
+        kept = [a for a in range(v.type.rank) if a not in axes]
+        return Units(kept[r.axis], r.count, r.inner)
     raise LayoutError(f"{kind} at {op.loc} makes a term that varies along the heads, "
                       "in a way the head analysis cannot follow")
 

@@ -37,6 +37,7 @@ from ..ir.graph import Graph, Op, Value
 from .layout import LayoutError, Units, follow_chain
 from .projection import MatchFailed, Projection, _non_const, as_projection  # noqa: F401 (re-exported)
 from .region import Region, head_region
+from .written_out import ACTIVATIONS, activation_of, dense_readers, past_written_out_norm  # noqa: F401
 
 # Ops that move or rescale data without mixing positions: tracing goes through them.
 PASS_THROUGH = {"transpose", "reshape", "mul", "div", "identity", "cast", "squeeze", "unsqueeze", "where"}
@@ -47,7 +48,6 @@ BACK_THROUGH = PASS_THROUGH | {"add", "sub", "neg", "slice", "concat", "tile"}
 # Between the scores and the softmax, and between the softmax and the context matmul (masks, scaling,
 # DeBERTa's XSoftmax: where(mask, -inf, scores) -> softmax -> where(mask, 0, probs)).
 SCORE_PATH = {"add", "sub", "mul", "div", "where", "cast", "identity", "reshape", "transpose"}
-ACTIVATIONS = {"gelu", "relu", "tanh", "sigmoid"}
 
 
 @dataclass
@@ -231,14 +231,16 @@ def trace_forward(v: Value, seen: list[Op]) -> Projection:
 
 
 def _probs_consumer(softmax: Op) -> Op:
-    """The context matmul, possibly behind a mask select, a dropout-free mul or a reshape."""
+    """The context matmul, possibly behind a mask select, a dropout-free mul, a reshape, or the
+    probabilities times a 0/1 mask and divided by their new sum (masking after the softmax)."""
     v = softmax.result
     for _ in range(6):
         users = [u for u in v.users if u.kind != "shape"]
         mm = [u for u in users if u.kind in ("matmul", "einsum") and u.operands[0] is v]
         if mm:
             return mm[0]
-        nxt = [u for u in users if u.kind in SCORE_PATH and _data_input_of(u) is v]
+        nxt = [u for u in users if u.kind in SCORE_PATH
+               and (_data_input_of(u) is v or (u.kind in ("mul", "div") and u.operands[0] is v))]
         if len(nxt) != 1:
             break
         v = nxt[0].result
@@ -452,7 +454,9 @@ def match_attention(softmax: Op, graph: Graph) -> Attention:
 
 
 def match_ffn(start: Value) -> FeedForward:
-    users = [u for u in start.users if as_projection(u) is not None and u.operands[0] is start]
+    users = dense_readers(start)
+    if not users and (normed := past_written_out_norm(start)) is not None:
+        users = dense_readers(normed)
     if not users:
         raise MatchFailed(f"no dense layer reads the attention output %{start.name}")
     up = as_projection(users[0])
@@ -462,39 +466,6 @@ def match_ffn(start: Value) -> FeedForward:
     width_ops: list[Op] = []
     down = trace_forward(act.result, width_ops)
     return _feed_forward(up, act, down, _residual_norm(down.out), width_ops)
-
-
-# What an activation written out op by op is made of (x * sigmoid(x), x * sigmoid(1.702 x),
-# min(max(x, 0), 6), a GELU the fusion did not recognise): elementwise ops, scalar constants.
-ELEMENTWISE = ACTIVATIONS | {"mul", "add", "sub", "div", "neg", "erf", "exp", "log", "pow", "sqrt", "abs",
-                             "maximum", "minimum", "reciprocal"}
-NONLINEAR = ACTIVATIONS | {"erf", "exp", "log", "pow", "sqrt", "abs", "maximum", "minimum", "reciprocal"}
-
-
-def activation_of(x: Value, limit: int = 16) -> Op | None:
-    """The op that applies the FFN's activation to ``x`` (the up projection's output): its one
-    user when that is an activation op, else the op where an elementwise composition of ``x``
-    with scalar constants joins back into one value.  None when there is neither."""
-    if len(x.users) == 1 and x.users[0].kind in ACTIVATIONS:
-        return x.users[0]
-    region: dict[int, Op] = {}
-    frontier = [x]
-    while frontier:  # every elementwise op reachable from x
-        for u in frontier.pop().users:
-            if u.kind in ELEMENTWISE and as_projection(u) is None and id(u) not in region:
-                region[id(u)] = u
-                frontier.append(u.result)
-                if len(region) > limit:
-                    return None
-    inside = {id(x)} | {id(op.result) for op in region.values()}
-    for op in region.values():
-        if any(id(o) not in inside and not (o.is_const() and o.type.num_elements == 1) for o in op.operands):
-            return None  # reads something else: a residual, a per-neuron constant
-    exits = [v for v in (x, *(op.result for op in region.values()))
-             if any(id(u) not in region for u in v.users) or not v.users]
-    if len(exits) != 1 or exits[0] is x or not any(op.kind in NONLINEAR for op in region.values()):
-        return None
-    return exits[0].producer
 
 
 def _feed_forward(up: Projection, act: Op, down: Projection, norm: Op | None, width_ops: list[Op]) -> FeedForward:

@@ -197,7 +197,20 @@ def _reachable(nodes: dict[str, Any], outputs: list[str]) -> list[str]:
     return order
 
 
+# Ops whose result is not a function of the inputs: dropout left on at inference, tf.random.
+RANDOM = {"RandomUniform", "RandomUniformInt", "RandomStandardNormal", "TruncatedNormal", "Multinomial",
+          "RandomShuffle", "StatelessRandomUniformV2", "StatelessRandomNormalV2", "StatelessRandomUniform",
+          "StatelessRandomNormal", "StatelessTruncatedNormalV2", "StatelessRandomUniformIntV2"}
+PYTHON_CALLS = {"EagerPyFunc", "PyFunc", "PyFuncStateless"}
+
+
 def _refuse(node) -> str | None:
+    if node.op in RANDOM:
+        return ("random ops are not supported: the model draws random numbers at inference (tf.nn.dropout "
+                "or tf.random in the serving function); export it with dropout off (training=False)")
+    if node.op in PYTHON_CALLS:
+        return ("Python calls (tf.py_function, tf.numpy_function) are not supported: their code is not in the "
+                "graph; write that step in TF ops")
     if node.op in CONTROL_FLOW:
         return ("control flow (tf.while_loop, tf.cond) is not supported: BERT inference has none, "
                 "so export the model without loops or conditionals")
@@ -216,7 +229,9 @@ BFLOAT16 = 14  # tf.bfloat16's DataType enum
 def import_frozen(model: FrozenModel) -> Graph:
     from . import tf_ops  # noqa: F401  (fills HANDLERS)
 
-    nodes = {n.name: n for n in model.graph_def.node}
+    from .switch_merge import resolve
+
+    nodes = resolve({n.name: n for n in model.graph_def.node}, {i.node for i in model.inputs})
     order = _reachable(nodes, [o.node for o in model.outputs])
     model.variables = _forward_variables(nodes, order, dict(model.variables or {}))
     placeholder_names = {i.node for i in model.inputs} | set(model.variables or {})

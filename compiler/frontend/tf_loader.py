@@ -63,6 +63,10 @@ def load_model(path: str | Path, signature: str = "serving_default", inputs: lis
         return load_keras(path)
     if path.suffix in (".pb", ".pbtxt"):
         return load_graph_def(path, inputs, outputs)
+    if path.suffix in (".h5", ".hdf5"):
+        raise BertcError(f"{path}: a legacy Keras HDF5 file, which bertc does not read.",
+                         "Load it with the Keras that wrote it and export a SavedModel "
+                         "(model.export(DIR), or model.save(DIR) in tf-keras), then compile that.")
     raise BertcError(f"{path}: not a model bertc can read.",
                      "Pass a SavedModel directory, a frozen GraphDef .pb or a .keras file.")
 
@@ -207,7 +211,10 @@ def load_keras(path: Path) -> FrozenModel:
     try:
         model = keras.saving.load_model(str(path), compile=False)
     except Exception as e:
-        raise BertcError(f"{path}: Keras could not load this file ({str(e).splitlines()[0][:300]}).") from None
+        raise BertcError(f"{path}: Keras could not load this file ({str(e).splitlines()[0][:300]}).",
+                         "A .keras file holds a model's configuration, not its code: custom layers and Lambda "
+                         "functions load only where their Python code is registered. Export a SavedModel where "
+                         "the model was built (model.export(DIR)) and compile that.") from None
     specs = {}
     model_inputs = model.inputs if isinstance(model.inputs, list) else [model.inputs]
     for t in model_inputs:

@@ -526,32 +526,4 @@ def _tensor_scatter(ctx, node, ins):
     return ctx.emit("scatter_nd_update" if node.op == "TensorScatterUpdate" else "scatter_nd_add", ins)
 
 
-@handler("FusedBatchNormV3", "FusedBatchNorm")
-def _fused_batch_norm(ctx, node, ins):
-    """Inference batch norm: (x - mean) * scale / sqrt(var + eps) + offset, channels last.
-
-    With is_training=true (tf-keras' fused layer-norm trick) the statistics are
-    the batch moments over all axes but the channel axis.
-    """
-    x, scale, offset, mean, var = ins[:5]
-    eps = float(ctx.attr("epsilon", 1e-3))
-    fmt = ctx.attr("data_format", "NHWC")
-    ch = 1 if fmt.startswith("NC") else x.type.rank - 1
-    shape = [1] * x.type.rank
-    shape[ch] = -1
-    if ctx.attr("is_training", True):
-        axes = [a for a in range(x.type.rank) if a != ch]
-        mean = ctx.emit("reduce_mean", [x], {"axes": axes, "keepdims": True})
-        d = ctx.emit("sub", [x, mean])
-        var = ctx.emit("reduce_mean", [ctx.emit("mul", [d, d])], {"axes": axes, "keepdims": True})
-    else:
-        mean = ctx.emit("reshape", [mean], {"shape": shape})
-        var = ctx.emit("reshape", [var], {"shape": shape})
-        d = ctx.emit("sub", [x, mean])
-    inv = ctx.emit("rsqrt", [ctx.emit("add", [var, ctx.const(np.array(eps, np.float32))])])
-    y = ctx.emit("mul", [d, ctx.emit("mul", [inv, ctx.emit("reshape", [scale], {"shape": shape})])])
-    y = ctx.emit("add", [y, ctx.emit("reshape", [offset], {"shape": shape})])
-    return [y, mean, var, mean, var, mean]
-
-
 from . import tf_ops_conv, tf_ops_fft, tf_ops_indexing, tf_ops_math  # noqa: E402,F401  (see their docstrings)

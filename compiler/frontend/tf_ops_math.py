@@ -1,7 +1,8 @@
 """TF op handlers that are small compositions of elementwise ops and reductions.
 
 Clipping and activations (ClipByValue, Relu6, LeakyRelu, Elu, Selu, Softplus,
-Softsign), LogSoftmax, EuclideanNorm, IsNan/IsInf/IsFinite, All/Any, Rank,
+Softsign), DivNoNan/MulNoNan, FusedBatchNorm (tf-keras' layer norm among its
+uses), LogSoftmax, EuclideanNorm, IsNan/IsInf/IsFinite, All/Any, Rank,
 Bucketize and BroadcastArgs have no core op of their own: each is spelled
 exactly, or to a few ulps where a transcendental is involved, with the core
 ops every target runs.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir.graph import Value
 from ..ir.registry import OpError
 from ..ir.types import np_dtype
 from .tf import handler
@@ -21,6 +23,16 @@ def _clip(ctx, node, ins):
     """TF clips as max(min(x, hi), lo)."""
     x, lo, hi = ins
     return ctx.emit("maximum", [ctx.emit("minimum", [x, hi]), lo])
+
+
+@handler("DivNoNan", "MulNoNan")
+def _no_nan(ctx, node, ins):
+    """x / y (x * y), but 0 wherever y == 0, even where x is inf or NaN (tf.math.divide_no_nan, the
+    mean pooling of sentence-embedding models)."""
+    x, y = ins
+    zero = ctx.const(np.zeros((), np_dtype(x.dtype)), ctx.name + "/zero")
+    value = ctx.emit("div" if node.op == "DivNoNan" else "mul", [x, y])
+    return ctx.emit("where", [ctx.emit("equal", [y, zero]), zero, value])
 
 
 @handler("Relu6")
@@ -159,3 +171,75 @@ def _float_class(ctx, node, ins):
     if node.op == "IsInf":
         return inf
     return ctx.emit("logical_not", [ctx.emit("logical_or", [nan, inf])])
+
+
+@handler("FusedBatchNormV3", "FusedBatchNorm")
+def _fused_batch_norm(ctx, node, ins):
+    """Inference batch norm: (x - mean) * scale / sqrt(var + eps) + offset, channels last.
+
+    With is_training=true (tf-keras' fused layer-norm trick) the statistics are
+    the batch moments over all axes but the channel axis.
+    """
+    x, scale, offset, mean, var = ins[:5]
+    eps = float(ctx.attr("epsilon", 1e-3))
+    fmt = ctx.attr("data_format", "NHWC")
+    ch = 1 if fmt.startswith("NC") else x.type.rank - 1
+    shape = [1] * x.type.rank
+    shape[ch] = -1
+    rows = _keras_layer_norm_rows(x, ch)
+    if ctx.attr("is_training", True) and rows is not None:
+        return _rows_layer_norm(ctx, x, rows, eps, scale, offset)
+    if ctx.attr("is_training", True):
+        axes = [a for a in range(x.type.rank) if a != ch]
+        mean = ctx.emit("reduce_mean", [x], {"axes": axes, "keepdims": True})
+        d = ctx.emit("sub", [x, mean])
+        var = ctx.emit("reduce_mean", [ctx.emit("mul", [d, d])], {"axes": axes, "keepdims": True})
+    else:
+        mean = ctx.emit("reshape", [mean], {"shape": shape})
+        var = ctx.emit("reshape", [var], {"shape": shape})
+        d = ctx.emit("sub", [x, mean])
+    inv = ctx.emit("rsqrt", [ctx.emit("add", [var, ctx.const(np.array(eps, np.float32))])])
+    scale, offset = (_uniform(v) or ctx.emit("reshape", [v], {"shape": shape}) for v in (scale, offset))
+    y = ctx.emit("add", [ctx.emit("mul", [d, ctx.emit("mul", [inv, scale])]), offset])
+    return [y, mean, var, mean, var, mean]
+
+
+def _keras_layer_norm_rows(x: Value, ch: int) -> Value | None:
+    """``z`` when ``x`` is tf-keras' fused layer-norm layout of it: reshape(z, [1, rows, features, 1])
+    normalized per channel (rows), i.e. z normalized over its last axis; else None."""
+    op = x.producer
+    if op is None or op.kind != "reshape" or ch != 1 or x.type.rank != 4:
+        return None
+    z = op.operands[0]
+    features = z.shape[-1] if z.type.rank >= 2 else None
+    if not isinstance(features, int) or x.shape[0] != 1 or x.shape[2] != features or x.shape[3] != 1:
+        return None
+    return z
+
+
+def _rows_layer_norm(ctx, x: Value, z: Value, eps: float, scale: Value, offset: Value) -> list[Value]:
+    """The batch norm of the [1, rows, features, 1] layout computed on ``z`` itself, over its last
+    axis, then laid out as TF does: the same numbers, spelled as the layer norm it is, so
+    ``fuse_layer_norm`` finds it (a per-row scale/offset must be uniform: tf.ones/tf.zeros)."""
+    mean = ctx.emit("reduce_mean", [z], {"axes": [-1], "keepdims": True})
+    d = ctx.emit("sub", [z, mean])
+    var = ctx.emit("reduce_mean", [ctx.emit("mul", [d, d])], {"axes": [-1], "keepdims": True})
+    inv = ctx.emit("rsqrt", [ctx.emit("add", [var, ctx.const(np.array(eps, np.float32))])])
+    g, b = _uniform(scale), _uniform(offset)
+    if g is None or b is None:
+        raise OpError("a layer-norm layout of FusedBatchNorm with a per-row scale or offset is not supported")
+    y = ctx.emit("add", [ctx.emit("mul", [d, ctx.emit("mul", [inv, g])]), b])
+    four = {"shape": [1, -1, int(z.shape[-1]), 1]}
+    stats = [ctx.emit("reshape", [t], {"shape": [1, -1, 1, 1]}) for t in (mean, var)]
+    return [ctx.emit("reshape", [y], four), *stats, *stats, stats[0]]
+
+
+def _uniform(v: Value) -> Value | None:
+    """The scalar constant a tensor is filled with when it is one broadcast to a run-time shape
+    (tf-keras' fused layer norm passes tf.ones/tf.zeros([batch*seq]) as scale and offset), else None.
+    Multiplying or adding the scalar is the same, and keeps the norm recognisable as a layer norm."""
+    op = v.producer
+    if op is None or op.kind != "expand" or not op.operands[0].is_const():
+        return None
+    c = np.asarray(op.operands[0].const_value())
+    return op.operands[0] if c.size == 1 and c.ndim == 0 else None

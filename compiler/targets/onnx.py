@@ -200,6 +200,16 @@ def _lower_div(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
     e.node("Div", [e.node("Sub", [x, e.node("Mod", [x, y], fmod=0)]), y], outs)
 
 
+def _lower_where(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """onnxruntime's CPU Where has no bool kernel (Keras' causal masks select between masks):
+    where(c, a, b) on bools is (c and a) or (not c and b)."""
+    if op.operands[1].dtype != "bool":
+        e.node("Where", ins, outs)
+        return
+    c, a, b = ins
+    e.node("Or", [e.node("And", [c, a]), e.node("And", [e.node("Not", [c]), b])], outs)
+
+
 def _lower_cast(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
     e.node("Cast", ins, outs, to=onnx_dtype(op.attrs["to"]))
 
@@ -373,7 +383,7 @@ _UNARY = {"neg": "Neg", "abs": "Abs", "sqrt": "Sqrt", "exp": "Exp", "log": "Log"
 _BINARY = {"add": "Add", "sub": "Sub", "mul": "Mul", "pow": "Pow", "maximum": "Max",
            "minimum": "Min", "equal": "Equal", "less": "Less", "less_equal": "LessOrEqual",
            "greater": "Greater", "greater_equal": "GreaterOrEqual", "logical_and": "And",
-           "logical_or": "Or", "where": "Where", "matmul": "MatMul"}
+           "logical_or": "Or", "matmul": "MatMul"}
 
 def _lower_gather(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
     """Gather; indices a caller feeds (token ids) first map negatives past the table's end.
@@ -399,6 +409,7 @@ _LOWERINGS: dict[str, Lowering] = {
     "const": _lower_const,
     "rsqrt": _lower_rsqrt,
     "not_equal": _lower_not_equal,
+    "where": _lower_where,
     "div": _lower_div,
     "cast": _lower_cast,
     "gelu": _simple("Gelu", _attr("approximate")),
@@ -500,7 +511,7 @@ CAPABILITIES: dict[str, Check | None] = {
     "maximum": _dtypes(_F_I8_U8_I32_I64),
     "minimum": _dtypes(_F_I8_U8_I32_I64),
     **{k: _dtypes(frozenset({"bool"})) for k in ("logical_not", "logical_and", "logical_or")},
-    "where": _dtypes(_F_I8_U8_I32_I64, operand=1),
+    "where": _dtypes(_F_I8_U8_I32_I64 | {"bool"}, operand=1),
     "matmul": _dtypes(_F_I32_I64),
     "einsum": _dtypes(_F_I32_I64),
     "reduce_mean": _dtypes(_F_I32_I64),

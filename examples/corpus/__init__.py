@@ -38,7 +38,8 @@ def compile_argv(entry: dict, out: str, target: str = "all", passes: str | None 
 
 _OP_LINE = re.compile(r"^\s{4}(\w+) \(\d+x\):")
 _REASON_LINE = re.compile(r"^\s{2}(\S.*):$")
-_SHORT_REASON = {"no handler in bertc": "no handler", "control flow": "control flow", "string ops": "string ops"}
+_SHORT_REASON = {"no handler in bertc": "no handler", "control flow": "control flow", "string ops": "string ops",
+                 "bfloat16 tensors": "bfloat16", "random ops": "random ops", "Python calls": "Python calls"}
 
 
 def summarize_error(stderr: str) -> str:

@@ -11,6 +11,9 @@ Keras 3, the TF1 model needs graph mode), and the children run side by side:
 - ``tf1_bert_*``  Google's original TF1 modeling.py style, as a SavedModel and as a frozen .pb
                   (examples/tf1_bert.py; skipped with a note when that module is absent)
 - op families     small plain-TF graphs, one op family each (examples/corpus/op_families.py)
+- graph forms     small plain-TF graphs with ordinary ops written in other people's forms: spelled-out
+                  softmax and activations, pre-norm, tf-keras' fused layer norm, XLA, fixed or
+                  lengths signatures (examples/corpus/graph_forms.py)
 
 ``manifest.json`` is a list of entries: ``name``, ``kind``, ``path``,
 ``source``, ``inputs`` (name -> dtype and shape, ``null`` for a dynamic dim),
@@ -34,7 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTS = {"hf": "examples.corpus.hf", "keras_hub": "examples.corpus.keras_hub_models",
-         "op_family": "examples.corpus.op_families"}
+         "op_family": "examples.corpus.op_families", "graph_form": "examples.corpus.graph_forms"}
+# The plain-TF parts: kind -> the file whose MODELS table names their models.
+PLAIN_TF = {"op_family": "op_families.py", "graph_form": "graph_forms.py"}
 TF1_NAMES = ("tf1_bert_saved_model", "tf1_bert_frozen_pb")
 
 # Builds the TF1 model's two forms (at tf1_bert's own tiny defaults) in a child process and prints
@@ -79,15 +84,21 @@ def all_names() -> dict[str, str]:
     return names
 
 
-def _op_family_names() -> list[str]:
-    """The op-family table without importing TensorFlow here (the module defines one function per model)."""
+def _op_family_names(file: str = "op_families.py") -> list[str]:
+    """A plain-TF part's model table without importing TensorFlow here (the module defines one function
+    per model)."""
     import ast
 
-    tree = ast.parse((Path(__file__).parent / "op_families.py").read_text())
+    tree = ast.parse((Path(__file__).parent / file).read_text())
     for node in tree.body:
         if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "MODELS":
             return [e.id for e in node.value.generators[0].iter.elts]  # {fn.__name__: fn for fn in (...)}
-    raise RuntimeError("op_families.MODELS not found")
+    raise RuntimeError(f"{file}: MODELS not found")
+
+
+def plain_tf_names() -> dict[str, str]:
+    """Every plain-TF model name -> its kind (op_family, graph_form)."""
+    return {n: kind for kind, file in PLAIN_TF.items() for n in _op_family_names(file)}
 
 
 def _has_tf1() -> bool:
@@ -109,7 +120,7 @@ def build_corpus(out_dir: str | Path, only: list[str] | None = None, timeout: fl
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kinds = all_names()
-    kinds.update({n: "op_family" for n in _op_family_names()})
+    kinds.update(plain_tf_names())
     unknown = sorted(set(only or ()) - set(kinds))
     if unknown:
         raise ValueError(f"unknown corpus models: {', '.join(unknown)}")
