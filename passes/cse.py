@@ -2,7 +2,10 @@
 
 Keras graphs compute the same ``tf.shape`` slices and mask casts in every
 layer; after CSE each is computed once.  Constants are merged when their bytes
-are equal (only small ones, to keep hashing cheap on big models).
+are equal (only small ones, to keep hashing cheap on big models).  Equal weights
+of different layers (every layer norm's gamma of ones) then share one constant,
+named ``shared/<name>`` rather than after whichever layer came first, so that the
+embedding norm does not read as if it used ``layer_1``'s gamma.
 """
 
 from __future__ import annotations
@@ -54,6 +57,19 @@ class CommonSubexpressionElimination(Pass):
             if first is None:
                 seen[key] = op
                 continue
+            if op.kind == "const" and op.attrs["name"] != first.attrs["name"]:
+                _name_as_shared(graph, first, op)
             graph.replace_op(op, first.results)
             changed = True
         return changed
+
+
+def _name_as_shared(graph: Graph, kept: Op, merged: Op) -> None:
+    """Give a constant that now stands for equal weights of several layers a neutral name:
+    ``shared/gamma`` when they share their last name part, else ``shared/const``."""
+    if kept.attrs["name"].startswith("shared/"):
+        return
+    leaves = {kept.attrs["name"].rsplit("/", 1)[-1], merged.attrs["name"].rsplit("/", 1)[-1]}
+    leaf = leaves.pop() if len(leaves) == 1 else "const"
+    kept.attrs["name"] = graph.unique_const_name(f"shared/{leaf}")
+    kept.result.name = f"shared_{leaf}"  # the text form's %name follows

@@ -137,3 +137,37 @@ def test_constants_and_float_attrs_round_trip_bit_exactly(arr, eps):
     got = [op for op in again.ops if op.kind == "const"][0].attrs["value"]
     np.testing.assert_array_equal(got.view(np.uint32), arr.view(np.uint32))
     assert [op for op in again.ops if op.kind == "layer_norm"][0].attrs["epsilon"] == eps
+
+
+def test_long_fused_location_prints_its_scope_once_and_parses_back():
+    """A fused layer norm names a dozen nodes of one scope: the scope is printed once, losslessly."""
+    from bertc.ir.graph import LONG_LOC, Loc
+
+    scope = "bert_classifier/layer_0/attention/output/LayerNorm/"
+    loc = Loc(tuple(scope + n for n in ("moments/mean", "moments/variance", "batchnorm/add", "batchnorm/Rsqrt",
+                                        "batchnorm/mul", "batchnorm/sub", "batchnorm/add_1")))
+    text = f'func @main(%x: f32[2]) -> (y) {{\n  %y = neg %x : f32[2] {loc}\n  return y=%y\n}}\n'
+    assert str(loc).count(scope) == 1 and len(str(loc)) < len(", ".join(loc.names))
+    graph = parse_graph(text)
+    assert graph.ops[-1].loc == loc and print_graph(graph) == text
+    short = Loc(("a/x", "a/y"))
+    assert str(short) == 'loc(fused["a/x", "a/y"])' and len(str(short)) < LONG_LOC
+
+
+def test_cse_names_equal_weights_of_several_layers_as_shared():
+    """Two layers' equal gammas merge into one constant that names neither layer."""
+    import numpy as np
+
+    from bertc.ir.graph import Graph
+    from bertc.ir.types import TensorType
+    from bertc.pass_manager import PassManager, parse_pipeline
+
+    g = Graph("main")
+    x = g.add_input("x", TensorType("f32", (2,)))
+    a = g.add("mul", [x, g.const(np.ones(2, np.float32), "layer_0/norm/gamma")]).result
+    b = g.add("mul", [a, g.const(np.ones(2, np.float32), "layer_1/norm/gamma")]).result
+    g.outputs["y"] = b
+    PassManager(parse_pipeline("cse")).run(g)
+    names = [op.attrs["name"] for op in g.ops if op.kind == "const"]
+    assert names == ["shared/gamma"], names
+    assert "%shared_gamma" in print_graph(g)

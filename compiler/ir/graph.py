@@ -43,7 +43,24 @@ class Loc:
     def __str__(self) -> str:
         if len(self.names) == 1:
             return f'loc("{self.names[0]}")'
-        return "loc(fused[" + ", ".join(f'"{n}"' for n in self.names) + "])"
+        listed = ", ".join(f'"{n}"' for n in self.names)
+        prefix = _shared_scope(self.names)
+        if len(listed) <= LONG_LOC or not prefix:
+            return f"loc(fused[{listed}])"
+        # A long list (a fused layer norm names a dozen nodes of one scope): the scope once.
+        return f'loc(fused "{prefix}"[' + ", ".join(f'"{n[len(prefix):]}"' for n in self.names) + "])"
+
+
+LONG_LOC = 120  # characters of a fused location's name list past which its shared scope is printed once
+
+
+def _shared_scope(names: tuple[str, ...]) -> str:
+    """The longest prefix ending in '/' that every name has (and none is only)."""
+    import os
+
+    common = os.path.commonprefix(list(names))
+    scope = common[:common.rfind("/") + 1]
+    return scope if all(len(n) > len(scope) for n in names) else ""
 
 
 UNKNOWN_LOC = Loc(())

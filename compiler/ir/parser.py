@@ -147,12 +147,13 @@ def _parse_loc(c: _Line) -> Loc:
     c.next(value="loc")
     c.next(value="(")
     if c.accept("fused"):
+        scope = json.loads(c.next("string")) if c.peek(kind="string") else ""  # loc(fused "a/b/"["c", "d"])
         c.next(value="[")
         names = []
         while not c.accept("]"):
             if names:
                 c.next(value=",")
-            names.append(json.loads(c.next("string")))
+            names.append(scope + json.loads(c.next("string")))
         loc = Loc(tuple(names))
     else:
         loc = Loc.of(json.loads(c.next("string")))
