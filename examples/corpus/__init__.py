@@ -8,7 +8,12 @@ failure by the same one line.
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
+import sys
+from pathlib import Path
+from typing import Callable
 
 PASSES = "prune_heads{ratio=0.5},prune_neurons{ratio=0.5},quant_int8"
 
@@ -24,6 +29,23 @@ def build_each(names, build_one, out_dir, kind: str) -> list[dict]:
             first = (str(e).strip().splitlines() or [""])[0]
             entries.append({"name": name, "kind": kind, "build_error": f"{type(e).__name__}: {first}"[:300]})
     return entries
+
+
+def builder_main(argv: list[str] | None, known, build: Callable, what: str,
+                 before: Callable[[], None] | None = None) -> int:
+    """The command line of one corpus builder: ``python -m examples.corpus.<source> OUT [--only a,b]``
+    builds its models into OUT and prints their manifest entries as JSON (build.py reads them)."""
+    parser = argparse.ArgumentParser(description=f"Build the {what} part of the corpus.")
+    parser.add_argument("out_dir")
+    parser.add_argument("--only", help="comma-separated model names")
+    args = parser.parse_args(argv)
+    if before is not None:
+        before()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [n for n in args.only.split(",") if n in known] if args.only else None
+    json.dump(build(out, names), sys.stdout)
+    return 0
 
 
 def compile_argv(entry: dict, out: str, target: str = "all", passes: str | None = None) -> list[str]:

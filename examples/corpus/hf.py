@@ -38,15 +38,13 @@ The export wraps the model's variables and one ``tf.function`` in a
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from examples.corpus import build_each
+from examples.corpus import build_each, builder_main
 
 # Sizes shared by every model; each spec adds its own names for them.
 _COMMON = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -196,17 +194,12 @@ def build(out_dir: Path, names: list[str] | None = None) -> list[dict]:
     return build_each(names or list(SPECS), build_one, out_dir, "hf")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the Hugging Face part of the corpus.")
-    parser.add_argument("out_dir")
-    parser.add_argument("--only", help="comma-separated model names")
-    args = parser.parse_args(argv)
+def _legacy_keras() -> None:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow loads (see the module docstring)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = [n for n in args.only.split(",") if n in SPECS] if args.only else None
-    json.dump(build(out, names), sys.stdout)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return builder_main(argv, SPECS, build, "Hugging Face", before=_legacy_keras)
 
 
 if __name__ == "__main__":

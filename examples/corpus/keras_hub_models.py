@@ -20,15 +20,13 @@ Classifiers return ``{"logits": [batch, 3]}``.  Backbone-only models
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from examples.corpus import build_each
+from examples.corpus import build_each, builder_main
 
 _SIZE = dict(vocabulary_size=100, num_layers=2, num_heads=4, hidden_dim=64, intermediate_dim=128)
 _SEG = ("token_ids", "padding_mask", "segment_ids")
@@ -111,15 +109,7 @@ def build(out_dir: Path, names: list[str] | None = None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the keras-hub part of the corpus.")
-    parser.add_argument("out_dir")
-    parser.add_argument("--only", help="comma-separated model names")
-    args = parser.parse_args(argv)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = [n for n in args.only.split(",") if n in SPECS] if args.only else None
-    json.dump(build(out, names), sys.stdout)
-    return 0
+    return builder_main(argv, SPECS, build, "keras-hub")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ must refuse it with one clear message, which ``EXPECT_REFUSAL`` holds.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from examples.corpus import build_each
+from examples.corpus import build_each, builder_main
 
 HIDDEN, HEADS, FFN, VOCAB, POSITIONS, LABELS = 32, 2, 64, 100, 128, 3  # positions: room for seq + offsets
 HEAD = HIDDEN // HEADS
@@ -387,15 +385,7 @@ def build(out_dir: Path, names: list[str] | None = None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the op-family part of the corpus.")
-    parser.add_argument("out_dir")
-    parser.add_argument("--only", help="comma-separated model names")
-    args = parser.parse_args(argv)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = [n for n in args.only.split(",") if n in MODELS] if args.only else None
-    json.dump(build(out, names), sys.stdout)
-    return 0
+    return builder_main(argv, MODELS, build, "op-family")
 
 
 if __name__ == "__main__":
