@@ -161,8 +161,9 @@ def _op_parity(kind: str, graph: Graph, path: Path, expected):
     return tflite_op_parity(graph, path.read_bytes(), feeds)
 
 
-def _lowering_diagnosis(graph: Graph, artifacts: dict[str, Path], expected) -> str:
-    """For a failed check against TF: whether each lowering matches the IR op by op."""
+def _lowering_diagnosis(graph: Graph, artifacts: dict[str, Path], expected, args) -> str:
+    """For a failed check against TF: whether each lowering matches the IR op by op, and when
+    they all do, where the IR first departs from TF."""
     notes, innocent = [], []
     for file_name, path in artifacts.items():
         try:
@@ -179,8 +180,28 @@ def _lowering_diagnosis(graph: Graph, artifacts: dict[str, Path], expected) -> s
             innocent.append(f"{file_name} ({result.checked} ops)")
     if innocent and not notes:
         notes.append(f" {' and '.join(innocent)} compute what the IR says, op by op within float rounding, "
-                     "so the IR itself differs from the source: an import or a pass changed the numbers.")
+                     "so the IR itself differs from the source: an import or a pass changed the numbers."
+                     + _ir_departure(graph, expected, args))
     return "".join(notes)
+
+
+def _ir_departure(graph: Graph, expected, args) -> str:
+    """Where the IR first departs from TF's nodes (``bertc.runtime.tf_parity``), as a sentence."""
+    if Path(args.model).suffix == ".bir":
+        return ""
+    try:
+        from .commands import _split
+        from .frontend.tf_loader import load_model
+        from .runtime.tf_parity import first_divergence
+
+        source = load_model(args.model, args.signature, _split(args.inputs), _split(args.outputs))
+        found = first_divergence(source, graph, expected.runs[-1][0])
+    except Exception as e:  # the diagnosis is extra: never hide the failure it explains
+        log.info("comparing the IR with TF's nodes failed: %s", e)
+        return ""
+    if found is None:
+        return " No IR value named after a TF node differs from it (the difference is in fused or renamed ops)."
+    return f" The IR first departs from TF at {found.describe()}; --dump-ir DIR shows which pass made it."
 
 
 def _static_int8_lowering():
@@ -350,7 +371,7 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
             parity = verify_artifacts(artifacts, expected, fidelity)
         except VerificationFailed as e:  # say whether a lowering is to blame, and which op
             hint = f"{e.hint} {FLOAT16_HINT}" if computes_in_float16(graph) else e.hint
-            raise VerificationFailed(e.message + _lowering_diagnosis(graph, artifacts, expected), hint) from None
+            raise VerificationFailed(e.message + _lowering_diagnosis(graph, artifacts, expected, args), hint) from None
         if lossy:
             # Passes changed the numbers on purpose, so the check above is loose: also hold each
             # artifact to the final IR, op by op where the runtime exposes every tensor, so a

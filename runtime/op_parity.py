@@ -114,7 +114,7 @@ def _check_run(graph: Graph, runner, feeds: Mapping[str, np.ndarray], tol: Toler
     seen: dict[int, np.ndarray] = {id(v): np.asarray(feeds[v.name]) for v in graph.inputs}
     remaining = {id(v): len(v.uses) for op in graph.ops for v in op.results}
     computed_here = runner.host_ops()  # folded into a fused node: our own kernel ran it, nothing to check
-    namer = Namer()
+    namer = Namer.of(graph)
 
     def observe(value: Value, array: np.ndarray) -> None:
         op = value.producer
@@ -230,12 +230,7 @@ def tflite_op_parity(graph: Graph, artifact: bytes, feeds_list: Iterable[Mapping
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     runner = interp.get_signature_runner()
     in_dtypes = {k: d["dtype"] for k, d in runner.get_input_details().items()}
-    namer = Namer()  # the lowering's naming order (inputs, then every op result, constants
-    for v in lowered.inputs:  # included): its tensors carry these names
-        namer.name(v)
-    for op in lowered.ops:
-        for r in op.results:
-            namer.name(r)
+    namer = Namer.of(lowered)  # the lowering's naming order: its tensors carry these names
     tensor_of = {d["name"]: d["index"] for d in interp.get_tensor_details()}
     result = OpParity()
     worst: dict[int, OpDivergence] = {}

@@ -154,6 +154,24 @@ def test_a_lowering_off_by_half_a_percent_fails_compile(tf_bert, capsys, tmp_pat
     assert f"model.{target} departs from the IR at" in err  # the diagnosis: the lowering, and where
 
 
+def test_an_import_off_by_half_a_percent_is_located_at_its_tf_node(tf_bert, capsys, tmp_path, monkeypatch):
+    """A handler that imports the pooler's Tanh 0.5% off: both lowerings are innocent, and the
+    message names the first IR value that departs from TF, with its node."""
+    from bertc.frontend import tf_ops  # noqa: F401  (fills HANDLERS)
+    from bertc.frontend.tf import HANDLERS
+
+    real = HANDLERS["Tanh"]
+
+    def skewed(ctx, node, ins):
+        return ctx.emit("mul", [real(ctx, node, ins), ctx.graph.const(np.float32(INJECTED))])
+
+    monkeypatch.setitem(HANDLERS, "Tanh", skewed)
+    code, err = compile_(capsys, tf_bert.path, "--target", "all", "-o", tmp_path / "out")
+    assert code == 1, err
+    assert "compute what the IR says, op by op" in err
+    assert "The IR first departs from TF at" in err and "(TF node 'Tanh')" in err, err
+
+
 def test_a_failure_of_the_ir_itself_is_told_apart(tf_bert, capsys, tmp_path, monkeypatch):
     """When the IR (not the lowering) is wrong, the op-by-op check says the lowering is innocent."""
     from bertc.runtime import verify

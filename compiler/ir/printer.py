@@ -86,6 +86,18 @@ class Namer:
             return f"%<undefined:{v.name}>"
         return "%" + self.names[id(v)]
 
+    @staticmethod
+    def of(graph) -> "Namer":
+        """The names ``print_graph`` gives ``graph``'s values (inputs, then every op result in
+        order), so one op formatted alone reads as in the full text and in the lowerings."""
+        namer = Namer()
+        for v in graph.inputs:
+            namer.name(v)
+        for op in graph.ops:
+            for r in op.results:
+                namer.name(r)
+        return namer
+
 
 def format_op(op: Op, namer: Namer) -> str:
     results = ", ".join("%" + namer.name(r) for r in op.results)
