@@ -67,7 +67,8 @@ class OpDivergence:
     ratio: float  # |err| / bound at the worst element (> 1)
 
     def describe(self) -> str:
-        return f"{self.op} at {self.loc}: differs by {self.max_abs_error:.3g} ({self.ratio:.3g}x the bound)"
+        """The op as the text form prints it (its location included), and by how much it is off."""
+        return f"{self.op}: differs by {self.max_abs_error:.3g} ({self.ratio:.3g}x the bound)"
 
 
 @dataclass
