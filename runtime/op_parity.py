@@ -175,9 +175,8 @@ def _row_flip_ratio(g: np.ndarray, w: np.ndarray, tol: Tolerance, room: np.ndarr
     allowed = max(FLIP_MIN_ROWS, int(FLIP_ROW_SHARE * room.size))
     with np.errstate(divide="ignore", invalid="ignore"):
         in_room = float(np.max((err[off] / (bound[off] + room[off, None]))))
-    share = off.sum() / allowed
-    return (float("inf") if np.isnan(in_room) else max(in_room, share if off.sum() > allowed else 0.0,
-                                                           min(share, 1.0))), float(np.nanmax(err))
+    share = off.sum() / allowed  # > 1: more rows off than a flip explains
+    return (float("inf") if np.isnan(in_room) else max(in_room, share)), float(np.nanmax(err))
 
 
 def _worst_ratio(got: list[np.ndarray], want: list[np.ndarray], tol: Tolerance,
