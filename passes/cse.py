@@ -2,10 +2,12 @@
 
 Keras graphs compute the same ``tf.shape`` slices and mask casts in every
 layer; after CSE each is computed once.  Constants are merged when their bytes
-are equal (only small ones, to keep hashing cheap on big models).  Equal weights
-of different layers (every layer norm's gamma of ones) then share one constant,
-named ``shared/<name>`` rather than after whichever layer came first, so that the
-embedding norm does not read as if it used ``layer_1``'s gamma.
+are equal (only small ones, to keep hashing cheap on big models).  Fills of one
+value in different layers (every layer norm's gamma of ones, zero biases) then
+share one constant, named ``shared/<name>`` rather than after whichever layer
+came first, so that the embedding norm does not read as if it used ``layer_1``'s
+gamma.  Equal weights that are not fills (ALBERT's shared layers, equal Q/K/V
+kernels) keep the first one's name: they are one weight.
 """
 
 from __future__ import annotations
@@ -57,11 +59,16 @@ class CommonSubexpressionElimination(Pass):
             if first is None:
                 seen[key] = op
                 continue
-            if op.kind == "const" and op.attrs["name"] != first.attrs["name"]:
+            if op.kind == "const" and op.attrs["name"] != first.attrs["name"] and _is_fill(op.attrs["value"]):
                 _name_as_shared(graph, first, op)
             graph.replace_op(op, first.results)
             changed = True
         return changed
+
+
+def _is_fill(value: np.ndarray) -> bool:
+    """Every element the same (ones, zeros): equal across layers by construction, not by sharing."""
+    return value.size > 1 and bool(np.all(value == value.flat[0]))
 
 
 def _name_as_shared(graph: Graph, kept: Op, merged: Op) -> None:

@@ -219,7 +219,7 @@ def two_batches_model(tmp_path_factory):
     tiled tensor's dim 0" (b_x * b_y rows): right only when b_y is 1."""
 
     class M(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x"),
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x"),
                                       tf.TensorSpec([None, 6], tf.float32, name="y")])
         def __call__(self, x, y):
             rows = tf.shape(x)[0]
@@ -263,7 +263,7 @@ def test_one_batch_for_all_inputs_was_a_miscompile():
     from bertc.frontend.tf import import_function
     from bertc.ir.interpreter import run_graph
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 4]), tf.TensorSpec([None, 6])])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, 4]), tf.TensorSpec([None, 6])])
     def f(x, y):
         return tf.reshape(y, [tf.shape(x)[0], -1])
 
@@ -285,7 +285,7 @@ def test_one_batch_for_all_inputs_was_a_miscompile():
 
 def _save(tmp_path, fn) -> Path:
     class M(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x"),
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x"),
                                       tf.TensorSpec([None, 6], tf.float32, name="y")])
         def __call__(self, x, y):
             return {"out": fn(x, y)}
