@@ -137,19 +137,6 @@ def random_graph_inputs(graph: Graph, batch: int, seq: int, seed: int = 0,
     return feeds
 
 
-def with_extra_dims(graph: Graph, feeds: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """``feeds`` with each input that has dims past [batch, seq] given them: an integer one (a bbox,
-    TAPAS' token types) all zeros, a float one (inputs_embeds [batch, seq, hidden]) standard normal."""
-    for v in graph.inputs:
-        if v.type.rank > 2 and v.name in feeds:
-            batch, seq = np.shape(feeds[v.name])[:2]
-            extra = [int(d) if isinstance(d, int) else 1 for d in v.shape[2:]]
-            dtype = feeds[v.name].dtype
-            fill = rng.standard_normal((batch, seq, *extra)) if dtype.kind == "f" else np.zeros((batch, seq, *extra))
-            feeds[v.name] = fill.astype(dtype)
-    return feeds
-
-
 def symbol_sizes(graph: Graph, batch: int, seq: int, independent: bool = False) -> dict[str, int]:
     """A size for every dim symbol of the graph's inputs: ``batch`` and ``seq`` as given,
     each other symbol a size of its own (batch + k for batch-like dims, seq - k, at least 1,

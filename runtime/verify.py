@@ -23,12 +23,13 @@ log = logging.getLogger(__name__)
 DEFAULT_CASES = ((1, 8), (4, 8), (1, 19), (4, 19))  # (batch, seq): two lengths, ragged padding
 
 
-def feeds_for(session, cases: Iterable[tuple[int, int]], vocab: dict[str, int], seed: int = 0,
-              lengths_inputs: Iterable[str] = ()):
+def feeds_for(session, cases: Iterable[tuple[int, int]], vocab: dict[str, int], seed: int = 0):
+    """(case, random feeds) for a session's inputs at each (batch, seq) case: the tests' helper
+    for graphs whose inputs are all [batch, seq] token ids, masks and segments."""
     rng = np.random.default_rng(seed)
     specs = list(zip(session.input_names, session.input_dtypes))
     for batch, seq in cases:
-        yield (batch, seq), random_inputs(specs, batch, seq, rng, vocab, lengths_inputs=lengths_inputs)
+        yield (batch, seq), random_inputs(specs, batch, seq, rng, vocab)
 
 
 def load_verify_data(path: Path, input_names: list[str]) -> list[dict[str, np.ndarray]]:
