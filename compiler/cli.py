@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, metavar="FRACTION",
                    help="for passes that change numbers on purpose (pruning): fail when more than this fraction "
                         "of predictions (argmax) differ from the source model")
+    p.add_argument("--cpu", default="portable", metavar="KIND",
+                   help="x86 CPUs the ONNX int8 kernels must be exact on: portable (every CPU, the default: "
+                        "8-bit kernels run u8 x u8), vnni or amx (u8 x s8, 2-3x faster, exact only with AVX-512 "
+                        "VNNI, AVX-VNNI or AMX), avx2 (as portable), native (this CPU's kind)")
     _add_plugin_arg(p)
     _add_calib_args(p)
 

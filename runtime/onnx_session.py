@@ -14,6 +14,8 @@ from typing import Mapping
 import numpy as np
 import onnxruntime as ort
 
+from ..cpu import METADATA_KEY as CPU_METADATA_KEY, mismatch_warning
+
 logger = logging.getLogger(__name__)
 
 # onnxruntime's type strings ("tensor(int32)") -> numpy dtype names.
@@ -58,6 +60,11 @@ class OnnxSession:
         self.input_names: list[str] = [i.name for i in inputs]
         self.input_dtypes: list[str] = [_numpy_dtype(i.type) for i in inputs]
         self.output_names: list[str] = [o.name for o in self._session.get_outputs()]
+        # The CPU kind bertc stored the int8 kernels for (bertc.cpu); say so if this CPU is not one.
+        self.built_for_cpu: str | None = self._session.get_modelmeta().custom_metadata_map.get(CPU_METADATA_KEY)
+        warning = mismatch_warning(self.built_for_cpu)
+        if warning:
+            logger.warning("%s: %s", self.source or "ONNX model", warning)
         logger.debug("onnx session: inputs %s, outputs %s, threads %s", self.input_names,
                      self.output_names, threads)
 

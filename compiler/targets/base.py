@@ -8,7 +8,7 @@ op, where it came from, and which pass would rewrite it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..ir.graph import Graph, Op, Value
@@ -81,7 +81,16 @@ class Target:
     # op kind -> None when every form is supported, or a check returning a reason
     # string when the form at hand is not (dtype limits, attribute limits …)
     capabilities: dict[str, Callable[[Op], str | None] | None]
-    lower: Callable[[Graph], bytes]
+    lower: Callable[..., bytes]  # lower(graph) -> the artifact's bytes
+    cpu_dependent: bool = False  # lower takes cpu= (bertc.cpu): its int8 kernels depend on the CPU kind
+
+    def for_cpu(self, kind: str) -> Target:
+        """This target lowering for CPU kind ``kind`` (``--cpu``); unchanged if it does not depend on it."""
+        if not self.cpu_dependent:
+            return self
+        from functools import partial
+
+        return replace(self, lower=partial(self.lower, cpu=kind))
 
     def check_legal(self, graph: Graph) -> None:
         """Refuse a graph the table cannot lower, naming every offending op at once."""

@@ -23,6 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
+from ..cpu import METADATA_KEY as CPU_METADATA_KEY, resolve as resolve_cpu, u8s8_exact
 from ..ir.names import UniqueNames
 from ..ir.printer import INLINE_LIMIT, Namer
 from ..ir.graph import Graph, Op, Value
@@ -72,6 +73,7 @@ class _Emitter:
         self.op: Op | None = None  # the op being lowered: names and documents its nodes
         self.contrib = True  # emit com.microsoft kernels for the fused ops (else standard ONNX)
         self.shared: dict[tuple, str] = {}  # tensors computed once for several ops (expanded masks)
+        self.cpu = "portable"  # the CPU kind int8 kernels must be exact on (bertc.cpu)
 
     # ---------------------------------------------------------------- names
     def unique(self, hint: str) -> str:
@@ -560,15 +562,41 @@ def _u8(array: np.ndarray) -> np.ndarray:
     return (np.asarray(array).astype(np.int16) + 128).astype(np.uint8)
 
 
+_INTEGER_MATMULS = ("DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger")
+
 # u8 x s8 pair sums stay inside int16 when every |kernel value| <= 64: 255 * 64 * 2 = 32640.
 U8S8_EXACT_MAX = 64
 
 
-def _u8s8_exact(kernel: Value, zero_point: Value) -> bool:
-    """A symmetric int8 kernel small enough (quant_int8/quant_full ``weight_bits=7``) that
-    onnxruntime's u8 x s8 kernels compute it exactly on every x86 CPU: the fast path."""
+def _u8s8_exact(e: _Emitter, kernel: Value, zero_point: Value) -> bool:
+    return u8s8_exact_kernel(e.cpu, kernel, zero_point)
+
+
+def u8s8_exact_kernel(cpu: str, kernel: Value, zero_point: Value) -> bool:
+    """Whether onnxruntime's fast u8 x s8 kernels compute this int8 kernel exactly on every CPU
+    of kind ``cpu`` (``--cpu``, see bertc.cpu): any kernel on VNNI/AMX, which accumulate in
+    int32; elsewhere a symmetric kernel small enough (``weight_bits=7``) that AVX2's int16
+    pair sums cannot saturate.  Otherwise the kernel is stored u8 (u8 x u8: exact, slower)."""
+    if u8s8_exact(cpu):
+        return True
     z = np.asarray(zero_point.const_value())
     return not z.any() and int(np.abs(kernel.const_value().astype(np.int16)).max(initial=0)) <= U8S8_EXACT_MAX
+
+
+def u8u8_kernels(graph: Graph, cpu: str) -> int:
+    """How many int8 matmuls of ``graph`` lower to u8 x u8 kernels for CPU kind ``cpu`` (the
+    slower form that 8-bit kernels take unless the artifact is built for VNNI/AMX)."""
+    n = 0
+    for op in graph.ops:
+        if op.kind == "qmatmul":
+            b, zero_point = op.operands[1], op.operands[3]
+        elif _static_int8_matmul(op):
+            b, zero_point = op.operands[1].producer.operands[0], op.operands[1].producer.operands[2]
+        else:
+            continue
+        if b.dtype == "i8" and b.is_const() and zero_point.is_const():
+            n += not u8s8_exact_kernel(cpu, b, zero_point)
+    return n
 
 
 def _lower_qmatmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
@@ -580,12 +608,12 @@ def _lower_qmatmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None
     if (op.attrs["act_dtype"], op.attrs["act_symmetric"], op.attrs["act_per_row"]) != ("u8", False, False):
         logger.debug("qmatmul at %s: onnxruntime quantizes the activation u8 per tensor", op.loc)
     a, b, scale, zero_point = op.operands
-    if b.dtype == "i8" and b.is_const() and zero_point.is_const() and not _u8s8_exact(b, zero_point):
+    if b.dtype == "i8" and b.is_const() and zero_point.is_const() and not _u8s8_exact(e, b, zero_point):
         # u8 activation x s8 kernel saturates on AVX2 CPUs without VNNI (vpmaddubsw adds pairs
         # of products into int16): off by 0.33 of an op's range on BERT-like data, measured.
         # The kernel shifted by 128 with its zero point is the same integer product, u8 x u8,
         # which onnxruntime computes exactly on every x86 CPU (see _static_int8_matmul below).
-        # A 7-bit kernel stays s8: u8 x s8 is then exact, and faster.
+        # A 7-bit kernel, or any kernel built for VNNI/AMX, stays s8: u8 x s8, exact and faster.
         ins = [ins[0], e.const(_u8(b.const_value()), f"{b.producer.attrs['name']}_u8"), ins[2],
                e.const(_u8(zero_point.const_value()), "zero_point_u8")]
     add = folded_bias(op)
@@ -658,7 +686,7 @@ def _lower_matmul(e: _Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
     if not a_u8 and _u8_activation(xdq.operands[0].producer):  # else s8 x s8: exact, slower
         zx = e.const(_u8(xdq.operands[2].const_value()), "zero_point_u8")
         a_u8 = True
-    if a_u8 and not _u8s8_exact(wdq.operands[0], wdq.operands[2]):  # u8 x u8, never a saturating u8 x s8
+    if a_u8 and not _u8s8_exact(e, wdq.operands[0], wdq.operands[2]):  # u8 x u8, never a saturating u8 x s8
         w = wdq.operands[0]
         wq = e.const(_u8(w.const_value()), f"{w.producer.attrs['name']}_u8")
         zw = e.const(_u8(wdq.operands[2].const_value()), "zero_point_u8")
@@ -783,11 +811,14 @@ def _is_live(op: Op, graph: Graph) -> bool:
     return bool(v.uses) or any(o is v for o in graph.outputs.values())
 
 
-def lower(graph: Graph, contrib: bool = True, names: dict[int, str] | None = None) -> onnx.ModelProto:
+def lower(graph: Graph, contrib: bool = True, names: dict[int, str] | None = None,
+          cpu: str = "portable") -> onnx.ModelProto:
     """Lower a legal graph to an ONNX model (opset 20) in one protobuf.
 
     ``contrib=False``: fused ops (skip_layer_norm, bias_gelu, multi_head_attention) in
     standard ONNX only.
+    ``cpu``: the CPU kind its int8 kernels must be exact on (``--cpu``, see bertc.cpu); an
+    artifact with integer matmuls records it in ``metadata_props['bertc.cpu']``.
     ``names``, when given, is filled with id(IR value) -> its ONNX tensor name (a value
     whose op was folded into another node's has a name that no node produces).
     """
@@ -796,6 +827,7 @@ def lower(graph: Graph, contrib: bool = True, names: dict[int, str] | None = Non
     TARGET.check_legal(graph)  # every offending op named at once
     e = _Emitter(graph)
     e.contrib = contrib
+    e.cpu = resolve_cpu(cpu)
     _reserve_io_names(e, graph)
     for op in graph.ops:
         if not _is_live(op, graph):
@@ -833,6 +865,8 @@ def lower(graph: Graph, contrib: bool = True, names: dict[int, str] | None = Non
     model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="bertc",
                               producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets, ignore_unknown=True))
+    if any(n.op_type in _INTEGER_MATMULS for n in e.nodes):
+        model.metadata_props.add(key=CPU_METADATA_KEY, value=e.cpu)
     if names is not None:
         names.update(e._names)
     logger.debug("lowered %s: %d nodes, %d initializers", graph.name, len(e.nodes),
@@ -840,9 +874,10 @@ def lower(graph: Graph, contrib: bool = True, names: dict[int, str] | None = Non
     return model
 
 
-def lower_bytes(graph: Graph) -> bytes:
+def lower_bytes(graph: Graph, cpu: str = "portable") -> bytes:
     """The serialized model: what ``bertc compile --target onnx`` writes to model.onnx."""
-    return lower(graph).SerializeToString(deterministic=True)
+    return lower(graph, cpu=cpu).SerializeToString(deterministic=True)
 
 
-TARGET = Target(name="onnx", file_name="model.onnx", capabilities=CAPABILITIES, lower=lower_bytes)
+TARGET = Target(name="onnx", file_name="model.onnx", capabilities=CAPABILITIES, lower=lower_bytes,
+                cpu_dependent=True)
