@@ -6,10 +6,10 @@
 A claim is a line that states a number with a unit or a comparison (ms, MB, %,
 x, points, "faster", "within" ...).  It is backed when:
 
-* it stands in a measured section: a section (up to the next heading) that says
-  when and where it was measured (a date, and a CPU or "this machine") and how
-  (a backticked command): the reader can reproduce it, and it claims nothing
-  beyond that run; or
+* it stands in a measured section: a section (up to the next heading, with the
+  intros of the sections around it) that says when and where it was measured (a
+  date, and a CPU or "this machine") and how (a backticked command): the reader
+  can reproduce it, and it claims nothing beyond that run; or
 * a row of ``CHECKS`` below names the test or benchmark that checks it (the
   row's pattern matches the line).
 
@@ -62,6 +62,26 @@ def sections(lines: list[str]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(starts, heads) if b > a]
 
 
+def level(line: str) -> int:
+    """A heading's level (``## x`` is 2); 0 for a line that is no heading."""
+    return len(line) - len(line.lstrip("#")) if line.startswith("#") else 0
+
+
+def enclosing_intros(lines: list[str], start: int) -> list[str]:
+    """The intros (heading and text up to the next heading) of the sections that enclose the one at
+    ``start``: a subsection of a measured section ("## Some CPU, measured on DATE") shares its CPU and
+    date."""
+    out: list[str] = []
+    mine = level(lines[start]) or 1
+    for i in range(start - 1, -1, -1):
+        lv = level(lines[i])
+        if lv and lv < mine:
+            end = next((j for j in range(i + 1, len(lines)) if level(lines[j])), len(lines))
+            out = lines[i:end] + out
+            mine = lv
+    return out
+
+
 def measured(block: list[str]) -> bool:
     text = "\n".join(block)
     return bool(DATE.search(text) and CPU.search(text) and COMMAND.search(text))
@@ -79,7 +99,7 @@ def claims_in(path: Path) -> list[Claim]:
             fenced.add(i)
     out = []
     for start, end in sections(lines):
-        is_measured = measured(lines[start:end])
+        is_measured = measured(enclosing_intros(lines, start) + lines[start:end])
         for i in range(start, end):
             ln = lines[i]
             if i in fenced or ln.startswith("#") or not CLAIM.search(ln):

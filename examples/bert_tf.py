@@ -57,12 +57,17 @@ class BertConfig:
     seed: int = 0  # numpy seed for the random weights
     gelu: str = "erf"  # "erf" (exact GELU) or "tanh" (approximation)
     hidden_output: bool = False  # also return the last layer's hidden states ("last_hidden_state")
+    # How new axes are added: "newaxis" (x[:, tf.newaxis], a StridedSlice the TFLite converter leaves
+    # to Flex) or "expand_dims" (tf.expand_dims, a builtin it converts).  Same numbers either way.
+    new_axes: str = "newaxis"
 
     def __post_init__(self):
         if self.hidden % self.heads:
             raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
         if self.gelu not in ("erf", "tanh"):
             raise ValueError(f"gelu must be 'erf' or 'tanh', not {self.gelu!r}")
+        if self.new_axes not in ("newaxis", "expand_dims"):
+            raise ValueError(f"new_axes must be 'newaxis' or 'expand_dims', not {self.new_axes!r}")
 
 
 class _Init:
@@ -224,16 +229,18 @@ class BertClassifier(tf.Module):
 
         # Embeddings: word + position (first `seq` rows) + token type.
         positions = tf.slice(self.position_embeddings, [0, 0], [seq, -1])
+        expand = self.config.new_axes == "expand_dims"
         x = (
             tf.gather(self.word_embeddings, input_ids)
-            + positions[tf.newaxis]
+            + (tf.expand_dims(positions, 0) if expand else positions[tf.newaxis])
             + tf.gather(self.token_type_embeddings, token_type_ids)
         )
         x = self.embedding_norm(x)
 
         # attention_mask is 1 for real tokens and 0 for padding; turn it into
         # a [batch, 1, 1, seq] bias broadcast over heads and query positions.
-        mask = tf.cast(attention_mask, tf.float32)[:, tf.newaxis, tf.newaxis, :]
+        mask = tf.cast(attention_mask, tf.float32)
+        mask = tf.expand_dims(tf.expand_dims(mask, 1), 1) if expand else mask[:, tf.newaxis, tf.newaxis, :]
         mask_bias = (1.0 - mask) * MASK_VALUE
 
         for layer in self.encoder:
@@ -277,6 +284,8 @@ def main(argv=None):
         flag = "--" + field.name.replace("_", "-")
         if field.name == "gelu":
             parser.add_argument(flag, default=field.default, choices=["erf", "tanh"])
+        elif field.name == "new_axes":
+            parser.add_argument(flag, default=field.default, choices=["newaxis", "expand_dims"])
         else:
             parser.add_argument(flag, type=int, default=field.default)
     parser.add_argument("--ids-dtype", default="int32", choices=["int32", "int64"])

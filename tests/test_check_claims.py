@@ -36,3 +36,15 @@ def test_the_script_runs_on_the_repository(capsys):
     code = _module().main([])
     err = capsys.readouterr().err
     assert "numeric claims" in err and code in (0, 1)
+
+
+def test_a_subsection_shares_its_measured_section_cpu_and_date(tmp_path):
+    claims = _module()
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "## AMD EPYC, AVX2 only, measured 2026-11-25\n\nTwo cores.\n\n"
+        "### BERT-base\n\n`python benchmarks/speed.py`: 12.5 ms at 16 tokens.\n\n"
+        "## Elsewhere\n\n### Unmeasured\n\n`python benchmarks/speed.py`: 9.5 ms.\n")
+    found = {c.line: c.backed_by for c in claims.claims_in(doc)}
+    assert "measured section" in found[7]  # the date and CPU come from the enclosing heading
+    assert found[13] is None  # a command alone, under a heading with no date or CPU
