@@ -352,7 +352,7 @@ Reproduce ({timing}):
 {command}
 ```
 
-Measured on {date}: {cpu} ({cores} cores; {isa}). TensorFlow {tf}, tf2onnx
+Measured on {date} by `{command}`: {cpu} ({cores} cores; {isa}). TensorFlow {tf}, tf2onnx
 {tf2onnx}, onnxruntime {ort}.
 
 ## Columns
