@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from bertc.ir.interpreter import run_graph
-    from bertc.passes.prune_heads import matmul_flops
+    from bertc.analysis.cost import matmul_flops
     from bertc.runtime.inputs import random_graph_inputs
 
     t0 = time.perf_counter()

@@ -285,7 +285,7 @@ def run_quant(args, res: Results) -> None:
 
 
 def run_sweep(args, res: Results, unit: str, criteria, first: float) -> None:
-    from bertc.passes.prune_heads import select_units
+    from bertc.analysis.units import select_units
 
     pass_name = "prune_heads" if unit == "heads" else "prune_neurons"
     ratios = [first] + [r for r in args.ratios if r != first] if first in args.ratios else list(args.ratios)

@@ -250,19 +250,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from .compile import compile_command
+    from .driver import compile_command
 
     _load_plugins(args)
     return compile_command(args)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .compile import check_command
+    from .driver import check_command
 
     return check_command(args)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .compile import run_command
+    from .driver import run_command
 
     return run_command(args)

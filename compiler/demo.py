@@ -28,10 +28,8 @@ its parser.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.util
-import io
 import json
 import os
 import re
@@ -168,19 +166,11 @@ def read_sentences(limit: int | None) -> list[str]:
 
 # ------------------------------------------------------------------ steps
 def compile_pipeline(saved_model: Path, out: Path, passes: str, verify: bool = True) -> dict:
-    """``bertc compile SAVED_MODEL --target all -o OUT [--passes P] [--no-verify]`` in-process; its report.json.
+    """``bertc.compile`` of SAVED_MODEL to both targets with the pipeline ``passes``; its report.
+    Errors propagate as BertcError."""
+    from .api import compile
 
-    Its summary on stderr is held back (the demo prints its own line); errors propagate as BertcError.
-    """
-    from .cli import build_parser
-    from .compile import compile_command
-
-    argv = ["compile", str(saved_model), "--target", "all", "-o", str(out)] + (["--passes", passes] if passes else [])
-    argv += [] if verify else ["--no-verify"]
-    args = build_parser().parse_args(argv)
-    with contextlib.redirect_stderr(io.StringIO()):
-        compile_command(args)
-    return json.loads((out / "report.json").read_text())
+    return compile(saved_model, out, passes=passes, targets="all", verify=verify).report
 
 
 def embeddings(session, feeds_list: list[dict]):

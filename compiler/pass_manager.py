@@ -110,9 +110,16 @@ class Pass:
         return list(dataclasses.fields(cls))
 
     def spec(self) -> str:
-        """This pass as pipeline text, with the options that differ from the defaults."""
-        opts = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
-                if getattr(self, f.name) != f.default]
+        """This pass as pipeline text, with the options that differ from the defaults; a string
+        option holding ',', ';', braces or quotes is quoted, so the text parses back."""
+        opts = []
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v == f.default:
+                continue
+            if isinstance(v, str) and any(c in v for c in ",;{}'\""):
+                v = '"' + v + '"'
+            opts.append(f"{f.name}={v}")
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
 
 

@@ -20,9 +20,9 @@ class StageProgress:
     """A context manager; ``stage(group, detail)`` starts a stage, or updates the detail of the
     current one when ``group`` is the same (so the passes share one ✓ line)."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
         self.console = console or Console(file=sys.stderr)
-        self.enabled = self.console.is_terminal
+        self.enabled = enabled and self.console.is_terminal
         self._progress: Progress | None = None
         self._task = None
         self._group: str | None = None

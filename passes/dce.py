@@ -4,22 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bertc.ir import Graph, get_op_def
+from bertc.ir import Graph
+from bertc.ir.dce import eliminate_dead_code
 from bertc.pass_manager import Pass, PassContext, register_pass
-
-
-def eliminate_dead_code(graph: Graph) -> int:
-    """Remove unused pure ops, last to first so chains go in one sweep.  Returns the count."""
-    live_outputs = {id(v) for v in graph.outputs.values()}
-    removed = 0
-    for op in reversed(graph.ops):
-        if not get_op_def(op.kind).pure:
-            continue
-        if any(r.uses or id(r) in live_outputs for r in op.results):
-            continue
-        graph.erase(op)
-        removed += 1
-    return removed
 
 
 @register_pass

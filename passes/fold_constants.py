@@ -75,7 +75,7 @@ class FoldConstants(Pass):
     """Evaluate ops whose inputs are all known at compile time."""
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .dce import eliminate_dead_code
+        from bertc.ir.dce import eliminate_dead_code
 
         changed = False
         for op in graph:  # a snapshot: folding replaces only the op at hand

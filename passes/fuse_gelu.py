@@ -59,7 +59,7 @@ class FuseGelu(Pass):
     """Replace erf- and tanh-based GELU subgraphs by one gelu op."""
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .dce import eliminate_dead_code
+        from bertc.ir.dce import eliminate_dead_code
 
         rng = np.random.default_rng(0)
         changed = False

@@ -118,7 +118,7 @@ class FuseLayerNorm(Pass):
     """Replace mean/variance/rsqrt layer-norm subgraphs by one layer_norm op."""
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .dce import eliminate_dead_code
+        from bertc.ir.dce import eliminate_dead_code
 
         rng = np.random.default_rng(0)
         changed = False

@@ -50,7 +50,7 @@ class FuseSoftmax(Pass):
     """Replace exp/sum (and exp(x - logsumexp)) softmax subgraphs by one softmax op."""
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .dce import eliminate_dead_code
+        from bertc.ir.dce import eliminate_dead_code
 
         rng = np.random.default_rng(0)
         changed = False

@@ -153,7 +153,7 @@ class Kmeans(Pass):
         return chosen, excluded
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .prune_heads import OutputDrift
+        from bertc.analysis.drift import OutputDrift
 
         self.check_graph(graph)
         chosen, excluded = self._chosen(graph)

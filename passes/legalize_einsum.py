@@ -105,7 +105,7 @@ class LegalizeEinsum(Pass):
     legalizes: ClassVar[tuple[str, ...]] = ("einsum",)
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .dce import eliminate_dead_code
+        from bertc.ir.dce import eliminate_dead_code
 
         changed = False
         for op in graph.ops_of("einsum"):

@@ -42,213 +42,27 @@ per sublayer under ``reconstruction``.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from bertc.analysis.cost import cost, cost_change, report_seqs
+from bertc.analysis.drift import OutputDrift
 from bertc.analysis.importance import HEAD_CRITERIA, Scores, head_scores
-from bertc.analysis.prune_edit import (Edit, PruneError, apply_reshapes, plan_reshapes, reinfer,  # noqa: F401
-                                       privatize, reinfer_checked, replace_operand_const, slice_projection,
-                                       slice_table)
+from bertc.analysis.prune_edit import (Edit, PruneError, apply_reshapes, finish, plan_reshapes, privatize,
+                                       slice_projection, slice_table)
 from bertc.analysis.reconstruct import reconstruct
-from bertc.analysis.structure import Attention, Structure, analyze_structure
-from bertc.ir import Graph, Op
-from bertc.ir.parser import copy_graph
-from bertc.ir.types import is_static
-from bertc.pass_manager import Pass, PassContext, register_pass
+from bertc.analysis.structure import Attention, analyze_structure
+from bertc.analysis.units import layer_counts, layer_where, parse_keep, select_units
 from bertc.fidelity import Fidelity
+from bertc.ir import Graph
+from bertc.ir.parser import copy_graph
+from bertc.pass_manager import Pass, PassContext, register_pass
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RATIO = 0.3
-DEFAULT_SEQ = 128  # FLOPs are reported here when there is no calibration data
-
-
-def _resolve(shape: tuple, dims: dict[str, int]) -> tuple | None:
-    """A symbolic shape with named dims substituted; None when a dim stays unknown."""
-    out = []
-    for d in shape:
-        if is_static(d):
-            out.append(int(d))
-            continue
-        if d == "?":
-            return None
-        n = 1
-        for part in str(d).split("*"):
-            n *= int(part) if part.isdigit() else dims.get(part, dims.get("seq", 1))
-        out.append(n)
-    return tuple(out)
-
-
-def _op_flops(op: Op, dims: dict[str, int]) -> int | None:
-    if op.kind == "matmul":
-        out, a = _resolve(op.result.shape, dims), _resolve(op.operands[0].shape, dims)
-        if out is None or a is None:
-            return None
-        return 2 * int(np.prod(out, dtype=np.int64)) * a[-1]
-    if op.kind == "einsum":
-        from bertc.ops.linalg import parse_equation
-
-        ins, _ = parse_equation(op.attrs["equation"])
-        sizes: dict[str, int] = {}
-        for spec, v in zip(ins, op.operands):
-            shape = _resolve(v.shape, dims)
-            if shape is None:
-                return None
-            for c, n in zip(spec, shape):
-                sizes[c] = max(sizes.get(c, 1), n)
-        return 2 * int(np.prod(list(sizes.values()), dtype=np.int64))
-    if op.kind == "qmatmul":  # quantized matmul, when quant passes ran first
-        out, a = _resolve(op.result.shape, dims), _resolve(op.operands[0].shape, dims)
-        return None if out is None or a is None else 2 * int(np.prod(out, dtype=np.int64)) * a[-1]
-    return None
-
-
-def matmul_flops(graph: Graph, seq: int, batch: int = 1) -> int:
-    """2 * multiply-adds of every matmul/einsum at (batch, seq), from shapes (elementwise ops not counted)."""
-    dims = {"batch": batch, "seq": seq}
-    return sum(_op_flops(op, dims) or 0 for op in graph.ops)
-
-
-def cost(graph: Graph, seqs: list[int]) -> dict[str, Any]:
-    n, b = graph.num_parameters()
-    return {"parameters": n, "parameter_bytes": b,
-            "flops": {str(s): matmul_flops(graph, s) for s in seqs}}
-
-
-def cost_change(before: dict, after: dict) -> dict[str, Any]:
-    """Before/after parameters and FLOPs, with the ratios after/before."""
-    flops = {}
-    for s, f0 in before["flops"].items():
-        f1 = after["flops"][s]
-        flops[s] = {"before": f0, "after": f1, "ratio": round(f1 / f0, 4) if f0 else None}
-    p0, p1 = before["parameters"], after["parameters"]
-    return {"parameters": {"before": p0, "after": p1, "ratio": round(p1 / p0, 4) if p0 else None,
-                           "bytes_before": before["parameter_bytes"], "bytes_after": after["parameter_bytes"]},
-            "flops_batch1": flops}
-
-
-def report_seqs(calib) -> list[int]:
-    lens = calib.seq_lengths() if calib is not None and hasattr(calib, "seq_lengths") else []
-    return lens or [DEFAULT_SEQ]
-
-
-class OutputDrift:
-    """The unpruned model's outputs on a few calibration sequences, to say later how far pruning moved them.
-
-    Four sequences keep it cheap (two interpreter runs of BERT-base cost seconds);
-    it is a sanity figure for the report, not an evaluation.
-    """
-
-    def __init__(self, graph: Graph, ctx: PassContext, batch_size: int = 4) -> None:
-        from bertc.ir.interpreter import run_graph
-
-        self.feeds = self.ref = None
-        self.source = ""
-        try:
-            data = ctx.calibration(graph, n=batch_size, seq=16)
-            self.feeds = next(iter(data.batches(batch_size)))
-            self.ref = run_graph(graph, self.feeds)
-            self.source = data.source
-        except Exception as e:  # best effort: a graph without token inputs (IR tests) has no such data
-            log.debug("no output drift measurement: %s", e)
-
-    def measure(self, graph: Graph) -> dict[str, Any] | None:
-        from bertc.ir.interpreter import run_graph
-
-        if self.ref is None:
-            return None
-        out = run_graph(graph, self.feeds)
-        res: dict[str, Any] = {"data": self.source, "rows": int(len(next(iter(self.feeds.values()))))}
-        for name, want in self.ref.items():
-            got = np.asarray(out[name], dtype=np.float64)
-            want = np.asarray(want, dtype=np.float64)
-            entry = {"max_abs_change": float(np.abs(got - want).max()) if want.size else 0.0,
-                     "max_abs_output": float(np.abs(want).max()) if want.size else 0.0}
-            if want.ndim == 2 and want.shape[1] > 1:
-                entry["argmax_agreement"] = float((got.argmax(1) == want.argmax(1)).mean())
-            res[name] = entry
-        return res
-
-
-def quoted_spec(p: Pass) -> str:
-    """``Pass.spec`` with string options quoted when they hold ',', ';' or braces, so it parses back."""
-    import dataclasses
-
-    opts = []
-    for f in dataclasses.fields(p):
-        v = getattr(p, f.name)
-        if v == f.default:
-            continue
-        if isinstance(v, str) and any(c in v for c in ",;{}'\""):
-            v = '"' + v + '"'
-        opts.append(f"{f.name}={v}")
-    return p.name + ("{" + ",".join(opts) + "}" if opts else "")
-
-
-# ------------------------------------------------------------------ choosing what to keep
-def parse_keep(text: str, counts: dict[int, int], unit: str = "head") -> dict[int, list[int]]:
-    """'0:0,1,5;3:2' -> {0: [0, 1, 5], 3: [2]}; '2:' keeps nothing of layer 2."""
-    out: dict[int, list[int]] = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        layer_s, sep, units_s = part.partition(":")
-        try:
-            layer = int(layer_s)
-            units = [int(u) for u in units_s.replace(" ", "").split(",") if u]
-        except ValueError:
-            raise PruneError(f"keep={text!r}: '{part}' is not LAYER:{unit.upper()},{unit.upper()},…") from None
-        if not sep:
-            raise PruneError(f"keep={text!r}: '{part}' lacks ':' (write LAYER:{unit}s, e.g. 0:1,3)")
-        if layer not in counts:
-            raise PruneError(f"keep={text!r}: layer {layer} has no {unit}s to prune "
-                             f"(layers found: {sorted(counts) or 'none'})")
-        bad = [u for u in units if not 0 <= u < counts[layer]]
-        if bad or len(set(units)) != len(units):
-            raise PruneError(f"keep={text!r}: layer {layer} has {unit}s 0..{counts[layer] - 1}; "
-                             f"got {units_s or 'none'}")
-        if layer in out:
-            raise PruneError(f"keep={text!r}: layer {layer} is given twice")
-        out[layer] = sorted(units)
-    return out
-
-
-def select_units(scores: dict[int, np.ndarray], remove: int | None, ratio: float | None, per_layer: bool,
-                 min_keep: int, normalize: bool) -> tuple[dict[int, list[int]], list[str]]:
-    """Kept indices per layer: drop the lowest scores, globally or per layer, keeping >= min_keep each."""
-    notes: list[str] = []
-    counts = {k: len(v) for k, v in scores.items()}
-    if per_layer:
-        kept = {}
-        for layer, s in scores.items():
-            want = remove if remove is not None else math.floor(ratio * len(s) + 0.5)
-            n = max(0, min(want, len(s) - min_keep))
-            if n < want:
-                notes.append(f"layer {layer}: removed {n} of the {want} asked (min {min_keep} kept)")
-            order = sorted(range(len(s)), key=lambda i: (s[i], i))
-            kept[layer] = sorted(order[n:])
-        return kept, notes
-    ranked = {k: v for k, v in scores.items()}
-    if normalize:
-        ranked = {}
-        for k, v in scores.items():
-            norm = float(np.linalg.norm(v))
-            ranked[k] = v / norm if norm > 0 else v
-    total = sum(counts.values())
-    want = remove if remove is not None else math.floor(ratio * total + 0.5)
-    order = sorted(((float(s), layer, i) for layer, v in ranked.items() for i, s in enumerate(v)))
-    left = dict(counts)
-    dropped: set[tuple[int, int]] = set()
-    for _, layer, i in order:
-        if len(dropped) >= want:
-            break
-        if left[layer] > min_keep:
-            dropped.add((layer, i))
-            left[layer] -= 1
-    if len(dropped) < want:
-        notes.append(f"removed {len(dropped)} of the {want} asked: every layer keeps at least {min_keep}")
-    return {layer: [i for i in range(n) if (layer, i) not in dropped] for layer, n in counts.items()}, notes
 
 
 # ------------------------------------------------------------------ the rewrite
@@ -291,27 +105,6 @@ def prune_attention(graph: Graph, att: Attention, keep: list[int], where: str) -
     return edits
 
 
-def finish(graph: Graph, edits: list[Edit] = ()) -> Structure:
-    """Re-infer types (checking the rewritten reshapes), drop what no longer feeds anything, re-analyse."""
-    from .dce import eliminate_dead_code
-
-    reinfer_checked(graph, list(edits))
-    eliminate_dead_code(graph)
-    return analyze_structure(graph)
-
-
-def layer_where(graph_layer) -> str:
-    """How errors name a layer: its index and the location of its first projection."""
-    a, f = graph_layer.attention, graph_layer.ffn
-    op = a.q.op if a is not None else f.up.op
-    return f"layer {graph_layer.index} ({op.loc})"
-
-
-# ------------------------------------------------------------------ the pass
-def layer_counts(structure: Structure) -> dict[int, int]:
-    return {layer.index: layer.attention.heads for layer in structure.layers if layer.attention is not None}
-
-
 @register_pass
 @dataclass(frozen=True)
 class PruneHeads(Pass):
@@ -327,8 +120,6 @@ class PruneHeads(Pass):
     normalize: bool = True
     batch_size: int = 8
     reconstruct: bool = False
-
-    spec = quoted_spec
 
     @property
     def uses_calibration(self) -> bool:

@@ -23,18 +23,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bertc.analysis.cost import cost, cost_change, report_seqs
+from bertc.analysis.drift import OutputDrift
 from bertc.analysis.importance import NEURON_CRITERIA, Scores, neuron_scores
+from bertc.analysis.prune_edit import Edit, PruneError, apply_reshapes, finish, plan_reshapes, slice_projection
 from bertc.analysis.reconstruct import reconstruct
-from bertc.ir.parser import copy_graph
 from bertc.analysis.structure import FeedForward, Structure, analyze_structure
-from bertc.ir import Graph
-from bertc.pass_manager import Pass, PassContext, register_pass
+from bertc.analysis.units import layer_where, parse_keep, select_units
 from bertc.fidelity import Fidelity
+from bertc.ir import Graph
+from bertc.ir.parser import copy_graph
+from bertc.pass_manager import Pass, PassContext, register_pass
 
-from bertc.analysis.prune_edit import Edit, PruneError, apply_reshapes, plan_reshapes, slice_projection
-
-from .prune_heads import (OutputDrift, cost, cost_change, finish, layer_where, parse_keep, quoted_spec, report_seqs,
-                          select_units)
 
 DEFAULT_RATIO = 0.3
 
@@ -70,8 +70,6 @@ class PruneNeurons(Pass):
     normalize: bool = True
     batch_size: int = 8
     reconstruct: bool = False
-
-    spec = quoted_spec
 
     @property
     def uses_calibration(self) -> bool:

@@ -44,8 +44,6 @@ from bertc.ir import Graph, Op
 from bertc.pass_manager import Pass, PassContext, register_pass
 from bertc.fidelity import Fidelity
 
-from .prune_heads import quoted_spec
-
 
 def dense_kernels(graph: Graph, exclude: str = "") -> list[tuple[Op, int]]:
     """(matmul/einsum op, kernel operand index) for every constant float kernel of rank >= 2."""
@@ -92,7 +90,6 @@ class PruneWeights(Pass):
     exclude: str = ""
     measure_size: bool = True
 
-    spec = quoted_spec
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:

@@ -166,7 +166,7 @@ class QuantFull(Pass):
 
     # ------------------------------------------------------------------ run
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .dce import eliminate_dead_code
+        from bertc.ir.dce import eliminate_dead_code
 
         cal = graph.analyses.get("calibration")
         if not cal or not cal.get("ranges"):

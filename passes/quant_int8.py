@@ -132,7 +132,7 @@ class QuantInt8(Pass):
         check_weight_bits(self.weight_bits)
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .dce import eliminate_dead_code
+        from bertc.ir.dce import eliminate_dead_code
 
         _, bytes_before = graph.num_parameters()
         roles = _roles(graph)

@@ -131,7 +131,7 @@ class SimplifyShapes(Pass):
     """Fold shape computations into reshape/expand/tile/slice attributes."""
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .dce import eliminate_dead_code
+        from bertc.ir.dce import eliminate_dead_code
 
         changed = False
         for op in graph:

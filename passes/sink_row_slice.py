@@ -64,7 +64,7 @@ class SinkRowSlice(Pass):
     """Move row slices (x[:, 0:1], a [CLS] token) up through row-wise ops: unread rows are not computed."""
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        from .dce import eliminate_dead_code
+        from bertc.ir.dce import eliminate_dead_code
 
         moved = 0
         while _sink_one(graph):

@@ -343,13 +343,13 @@ def test_a_refused_plugin_leaves_the_registry_as_it_was(files):
 # ------------------------------------------------------------------ signals, in a child process
 DRIVER = """
 import sys, time
-import bertc.compile, bertc.ir.serialize
+import bertc.driver, bertc.ir.serialize
 
 def stall(*args, **kwargs):
     print("READY", flush=True)
     time.sleep(300)
 
-bertc.compile.verify_artifacts = stall   # compile: the artifacts are in the staging dir
+bertc.driver.verify_artifacts = stall   # compile: the artifacts are in the staging dir
 bertc.ir.serialize._publish = stall      # import -o: the .bir and .npz temporaries are written
 from bertc.cli import main
 sys.exit(main(sys.argv[1:]))

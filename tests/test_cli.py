@@ -307,7 +307,7 @@ def test_compile_summary_shows_what_pruning_kept_and_each_bound(capsys, tf_bert_
 
 
 def test_parity_cell_prints_each_figure_beside_its_bound():
-    from bertc.compile import _parity_cell
+    from bertc.driver import _parity_cell
 
     out = {"max_abs_error": 6e-4, "rel_error": 0.013, "min_cosine": 0.99981, "argmax_agreement": 1.0}
     loose = {"max_abs_error": None, "max_rel_error": 0.3, "min_cosine": 0.95, "min_argmax_agreement": None}

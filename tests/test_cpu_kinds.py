@@ -143,9 +143,18 @@ def test_compile_cpu_option(tf_bert_dir, tmp_path, capsys):
     assert main(["compile", str(tf_bert_dir), "-o", str(out), "--target", "onnx", "--passes", "quant_int8",
                  "--cpu", "native"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["cpu"] == {"built_for": cpu.resolve("native"), "asked": "native", "this_cpu": cpu.host_kind()}
+    assert report["cpu"] == {"built_for": cpu.resolve("native"), "asked": "native", "this_cpu": cpu.host_kind(),
+                             "note": None}
     meta = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
     assert meta[cpu.METADATA_KEY] == cpu.resolve("native")
+    portable = tmp_path / "portable"
+    assert main(["compile", str(tf_bert_dir), "-o", str(portable), "--target", "onnx", "--passes", "quant_int8"]) == 0
+    note = json.loads((portable / "report.json").read_text())["cpu"]["note"]
+    if HOST_HAS_INT32_DOT:  # the summary says how to use this CPU's VNNI/AMX kernels
+        assert note.startswith("14 int8 matmul(s)") and "--cpu native" in note
+        assert "note: 14 int8 matmul(s)" in capsys.readouterr().err
+    else:
+        assert note is None
     capsys.readouterr()
     assert main(["compile", str(tf_bert_dir), "-o", str(tmp_path / "bad"), "--cpu", "avx9"]) == 2
     err = capsys.readouterr().err

@@ -23,7 +23,8 @@ from bertc.ir import Graph, TensorType
 from bertc.ir.interpreter import run_graph
 from bertc.ir.printer import print_graph
 from bertc.pass_manager import PassContext, PassFailed, PassManager, parse_pipeline
-from bertc.passes.prune_heads import replace_operand_const, select_units
+from bertc.analysis.prune_edit import replace_operand_const
+from bertc.analysis.units import select_units
 from bertc.runtime.calib import load_calibration, random_calibration
 from bertc.runtime.inputs import random_graph_inputs
 

@@ -35,7 +35,7 @@ from bertc.targets.tflite_quant import int8_dense, match_int8_dense
 # bias to sx*sw and QUANTIZE rounds ties away from zero: a result can land one step of sy
 # away, and such a step propagates through the later layers.  Measured on this tiny BERT:
 # under 1% of the logits' range; bound 5% and row cosine >= 0.99 (compile's static-int8
-# lowering bound, compiler/compile.py).
+# lowering bound, compiler/driver.py).
 VS_IR = Fidelity(max_rel_error=0.05, min_cosine=0.99)
 
 

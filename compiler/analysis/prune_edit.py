@@ -19,6 +19,8 @@ have, and a target the pass could not rewrite is reported at its location.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..diagnostics import BertcError
@@ -27,6 +29,9 @@ from ..ir.registry import OpError, get_op_def
 from ..ir.types import Dim, TensorType, is_static
 from .importance import bias_axes, take_features
 from .layout import Units
+
+if TYPE_CHECKING:
+    from .structure import Structure
 
 
 class PruneError(BertcError):
@@ -321,3 +326,13 @@ def _scale_entry(graph: Graph, user: Op, index: int, pos: int, count: int, kept:
             cx = x.const_value()
             if cx is not None and int(np.asarray(cx).reshape(-1)[0 if cx.size == 1 else pos]) % count == 0:
                 return _scale_entry(graph, op, i, 0 if cx.size == 1 else pos, count, kept, where)
+
+
+def finish(graph: Graph, edits: list[Edit] = ()) -> "Structure":
+    """Re-infer types (checking the rewritten reshapes), drop what no longer feeds anything, re-analyse."""
+    from bertc.analysis.structure import analyze_structure
+    from bertc.ir.dce import eliminate_dead_code
+
+    reinfer_checked(graph, list(edits))
+    eliminate_dead_code(graph)
+    return analyze_structure(graph)

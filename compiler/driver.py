@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from .ir.graph import Graph
 from .outdir import Staging, locked_output
 from .cpu import host_kind, resolve as resolve_cpu
 from .targets.base import LoweringError, Target, get_target
+
+if TYPE_CHECKING:
+    from .api import CompileOptions
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ def check_compile_options(args: argparse.Namespace) -> None:
                              "output element within ATOL + RTOL * (|ref| + rms(ref)) of the source.") from None
     from .cpu import check_kind
 
-    check_kind(getattr(args, "cpu", "portable"))
+    check_kind(args.cpu)
     if args.max_drop is not None and not (0.0 <= args.max_drop <= 1.0):
         raise BertcError(f"--max-drop {args.max_drop:g}: must be a fraction in [0, 1] (of predictions allowed "
                          "to change), e.g. 0.01 for 1%.")
@@ -254,14 +258,24 @@ def _store_labels(args, graph: Graph, artifacts: dict[str, Path], staging: Path)
 
 
 def compile_command(args: argparse.Namespace) -> int:
-    """``bertc compile``: check the options, then compile into OUT while holding its lock."""
+    """``bertc compile``: compile into OUT, then print the summary."""
+    from .api import CompileOptions
+
+    report = compile_to(CompileOptions.from_args(args), progress=True)
+    _print_summary(report, Path(args.output))
+    return 0
+
+
+def compile_to(args: CompileOptions, progress: bool = False) -> dict:
+    """Check the options, then compile into ``args.output`` while holding its lock; returns the report
+    (report.json's contents).  ``progress``: show the stage spinner on a terminal."""
     from .commands import pass_context
     from .pass_manager import parse_pipeline
 
     t_start = time.perf_counter()
     out = Path(args.output)
     check_compile_options(args)
-    cpu = resolve_cpu(getattr(args, "cpu", "portable"))
+    cpu = resolve_cpu(args.cpu)
     targets = [t.for_cpu(cpu) for t in resolve_targets(args.target)]
     check_output_dir(out)
     if args.dump_ir:
@@ -273,10 +287,8 @@ def compile_command(args: argparse.Namespace) -> int:
     ctx = pass_context(args)  # before the slow import, so a bad --calib fails fast
     from .progress import StageProgress
 
-    with locked_output(out), StageProgress() as progress:  # a second compile into OUT is refused, not interleaved
-        report = _compile_into(args, out, targets, user_passes, verify_data, ctx, t_start, progress)
-    _print_summary(report, out)
-    return 0
+    with locked_output(out), StageProgress(enabled=progress) as stages:  # a second compile into OUT is refused
+        return _compile_into(args, out, targets, user_passes, verify_data, ctx, t_start, stages)
 
 
 def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_data, ctx, t_start: float,
@@ -323,11 +335,12 @@ def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_da
         if extra:
             pm.run_more(graph, extra, ctx)
 
-    _tip_on_int8_kernels(args, graph, targets)
+    note = cpu_note(args, graph, targets)
     staging = Staging(out)
     try:
         report = _lower_verify_report(args, graph, pm, targets, staging, expected, ops_imported, params_before,
                                       timings, t_start, ctx, progress)
+        report["cpu"]["note"] = note
         (staging.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     except BaseException:
         staging.abandon()
@@ -336,21 +349,21 @@ def _compile_into(args, out: Path, targets: list[Target], user_passes, verify_da
     return report
 
 
-def _tip_on_int8_kernels(args, graph: Graph, targets: list[Target]) -> None:
-    """Say so when this CPU could run the ONNX int8 kernels 2-3x faster with --cpu native (the portable
-    default stores 8-bit kernels for u8 x u8 products, exact on every x86 CPU but slower)."""
+def cpu_note(args, graph: Graph, targets: list[Target]) -> str | None:
+    """What to say when this CPU could run the ONNX int8 kernels much faster with --cpu native (the
+    portable default stores 8-bit kernels for u8 x u8 products, exact on every x86 CPU but slower)."""
     from .cpu import u8s8_exact
 
-    asked = getattr(args, "cpu", "portable")
-    if "onnx" not in [t.name for t in targets] or u8s8_exact(asked) or not u8s8_exact("native"):
-        return
+    if "onnx" not in [t.name for t in targets] or u8s8_exact(args.cpu) or not u8s8_exact("native"):
+        return None
     from .targets.onnx import u8u8_kernels
 
-    n = u8u8_kernels(graph, asked)
-    if n:
-        log.warning("%d int8 matmul(s) of model.onnx use u8 x u8 kernels, exact on every x86 CPU but slower; this "
-                    "CPU has %s, where --cpu native stores them s8 for onnxruntime's VNNI/AMX kernels (2-3x faster, "
-                    "exact on CPUs with AVX-512 VNNI, AVX-VNNI or AMX only).", n, host_kind().upper())
+    n = u8u8_kernels(graph, args.cpu)
+    if not n:
+        return None
+    return (f"{n} int8 matmul(s) of model.onnx run u8 x u8 kernels, exact on every x86 CPU but slower; this CPU "
+            f"has {host_kind().upper()}: --cpu native stores them s8 for onnxruntime's VNNI/AMX kernels (the fast "
+            "path, exact only on CPUs with AVX-512 VNNI, AVX-VNNI or AMX)")
 
 
 def _calibration_verify_feeds(args, ctx, graph, user_passes) -> list | None:
@@ -411,8 +424,7 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
     return {
         "source": str(args.model),
         "targets": [t.name for t in targets],
-        "cpu": {"built_for": resolve_cpu(getattr(args, "cpu", "portable")), "asked": getattr(args, "cpu", "portable"),
-                "this_cpu": host_kind()},
+        "cpu": {"built_for": resolve_cpu(args.cpu), "asked": args.cpu, "this_cpu": host_kind()},
         "pipeline": [p.spec() for p in pm.passes],
         "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "seconds": round(r.seconds, 4),
                     "ops_before": r.ops_before, "ops_after": r.ops_after} for r in pm.records],
@@ -450,6 +462,8 @@ def _print_summary(report: dict, out: Path) -> None:
                          f"checked: {check}")
     else:
         lines.append("  parity: not checked (--no-verify)")
+    if report["cpu"].get("note"):
+        lines.append(f"  note: {report['cpu']['note']}")
     lines.append(f"  {report['seconds']['total']:.1f} s; report.json has the details")
     print("\n".join(lines), file=sys.stderr)
 
