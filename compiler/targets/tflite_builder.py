@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flatbuffers
 import numpy as np
@@ -425,3 +425,21 @@ def quantized_weight(ctx: Lowering, w: Value, scale: Value, zero_point: Value, a
     set_quantization(ctx, idx, quantization(scale.const_value(), zero_point.const_value(),
                                             None if axis is None else 0))
     return idx
+
+
+Lower = Callable[[Lowering, Op], None]  # one IR op -> TFLite operators, through the Lowering context
+
+
+def lowering_table() -> tuple[dict[str, Lower], Callable]:
+    """A module's own table of lowerings and the decorator that fills it: ``@lowers("kind", ...)``.
+    tflite.py merges the modules' tables into the target's one table."""
+    table: dict[str, Lower] = {}
+
+    def lowers(*kinds: str):
+        def deco(fn: Lower) -> Lower:
+            for k in kinds:
+                table[k] = fn
+            return fn
+        return deco
+
+    return table, lowers

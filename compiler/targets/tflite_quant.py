@@ -2,8 +2,9 @@
 
 A TFLite tensor carries its own quantization parameters, so the IR's scale and
 zero point operands (constants) become parameters of the int8 tensor they
-describe.  Imported at the end of tflite.py, whose tables (``_LOWERINGS``,
-``CAPABILITIES``) it extends.
+describe.  tflite.py merges ``QUANT_LOWERINGS`` and these capability checks into its
+tables, with quant_full's int8 FULLY_CONNECTED (``int8_dense_or``) in front of the
+float matmul.
 
 quant_full's form (passes/quant_full.py)
 
@@ -50,13 +51,15 @@ import numpy as np
 from ..ir.graph import Op, Value
 from ..ir.types import normalize_axis
 from ..ops.quant import QUANT_RANGES
-from .tflite import _LOWERINGS, CAPABILITIES, LITE_DTYPES, MAX_RANK, Check, Lower, fc_bias, lowers
+from .tflite_checks import LITE_DTYPES, MAX_RANK, Check
+from .tflite_core import fc_bias
 from .tflite_builder import BuiltinOperator as B
-from .tflite_builder import Lowering, options, quantization, quantized_weight, set_quantization
+from .tflite_builder import Lower, Lowering, lowering_table, options, quantization, quantized_weight, set_quantization
 
 log = logging.getLogger(__name__)
 
 QUANT_DTYPES = frozenset({"i8", "u8"})
+QUANT_LOWERINGS, lowers = lowering_table()
 
 
 def _quant_params(op: Op):
@@ -141,7 +144,7 @@ def _quantized_storage(v: Value) -> bool:
     return True
 
 
-def _allow_quantized(base: Check | None) -> Check:
+def allow_quantized(base: Check | None) -> Check:
     """``base``, except that i8/u8 tensors that only quantized ops read are legal."""
     def check(op: Op) -> str | None:
         values = (*op.operands, *op.results)
@@ -164,7 +167,7 @@ def _const_params(op: Op, *indices: int) -> str | None:
             "parameters in the file, so they must be constants")
 
 
-def _check_qmatmul(op: Op) -> str | None:
+def check_qmatmul(op: Op) -> str | None:
     a, b, _, zero_point = op.operands
     if b.dtype != "i8":
         return f"qmatmul with a {b.dtype} kernel: TFLite's hybrid FULLY_CONNECTED takes int8 kernels only"
@@ -176,20 +179,12 @@ def _check_qmatmul(op: Op) -> str | None:
     return reason
 
 
-def _check_quant_pair(op: Op) -> str | None:
+def check_quant_pair(op: Op) -> str | None:
     """quantize / dequantize (i8 or u8, per tensor or per axis): constant parameters."""
     reason = _const_params(op, 1, 2)
     if reason is None and max(op.operands[0].type.rank, op.results[0].type.rank) > MAX_RANK:
         reason = f"{op.kind} on a rank > {MAX_RANK} tensor: LiteRT kernels take at most {MAX_RANK} dims"
     return reason
-
-
-CAPABILITIES.update({
-    "qmatmul": _check_qmatmul, "quantize": _check_quant_pair, "dequantize": _check_quant_pair,
-    # int8 weights and gathered int8 embedding rows (quant_int8{embeddings=true})
-    "const": _allow_quantized(CAPABILITIES.get("const")),
-    "gather": _allow_quantized(CAPABILITIES.get("gather")),
-})
 
 
 # --------------------------------------------------------------------------- static int8 dense layers
@@ -309,7 +304,7 @@ def _int8_dense(ctx: Lowering, op: Op, add: Op | None, yq: Op) -> None:
     ctx.emit(B.FULLY_CONNECTED, [x, w, bias_idx], [out], options("FullyConnectedOptionsT", keepNumDims=True))
 
 
-def _lower_matmul(base: Lower) -> Lower:
+def int8_dense_or(base: Lower) -> Lower:
     """matmul: an int8 FULLY_CONNECTED where quant_full's form matches, else ``base`` (op by op),
     saying at debug level why a matmul of dequantized operands did not match."""
     def lower(ctx: Lowering, op: Op) -> None:
@@ -325,15 +320,10 @@ def _lower_matmul(base: Lower) -> Lower:
     return lower
 
 
-def _skip_folded(base: Lower) -> Lower:
+def skip_folded(base: Lower) -> Lower:
     """``base``, except for the ops that an int8 FULLY_CONNECTED stands for (``_folded``)."""
     def lower(ctx: Lowering, op: Op) -> None:
         if not _folded(op):
             base(ctx, op)
     lower.__doc__ = base.__doc__
     return lower
-
-
-_LOWERINGS["matmul"] = _lower_matmul(_LOWERINGS["matmul"])
-for _kind in ("add", "quantize", "dequantize"):
-    _LOWERINGS[_kind] = _skip_folded(_LOWERINGS[_kind])
