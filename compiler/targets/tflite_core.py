@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from ..ir.graph import Op, Value
@@ -13,8 +11,6 @@ from ..ir.types import UNKNOWN, is_static, normalize_axis
 from .base import LoweringError, bias_operand, folded_bias
 from .tflite_builder import INT32_MAX, INT32_MIN, TENSOR_TYPES, Lower, Lowering, cast_options, lowering_table, options
 from .tflite_builder import BuiltinOperator as B
-
-log = logging.getLogger(__name__)
 
 CORE_LOWERINGS, lowers = lowering_table()
 
