@@ -74,8 +74,8 @@ def check_compile_options(args: argparse.Namespace) -> None:
 def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, Path]:
     """Lower to each target (after checking every op is legal there) into ``staging``.
 
-    Each artifact goes to disk as soon as it exists, so only one serialized
-    model is in memory at a time (BERT-base: 440 MB each).
+    Each artifact goes to disk as it is produced (ONNX piece by piece, ``Target.write``), so
+    the weights are not held in several serialized copies at once (BERT-base: 440 MB each).
     """
     from .legalize import explain
 
@@ -93,13 +93,11 @@ def lower_all(graph: Graph, targets: list[Target], staging: Path) -> dict[str, P
                              "Drop --no-legalize, add the named passes to --passes, or choose another --target.")
     paths = {}
     for target in targets:
+        paths[target.file_name] = staging / target.file_name
         try:
-            data = target.lower(graph)
+            target.lower_to(graph, paths[target.file_name])
         except LoweringError as e:
             raise BertcError(f"lowering to {target.name} failed: {e}") from None
-        paths[target.file_name] = staging / target.file_name
-        paths[target.file_name].write_bytes(data)
-        del data
     return paths
 
 

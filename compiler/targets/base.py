@@ -9,6 +9,7 @@ op, where it came from, and which pass would rewrite it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 from ..ir.graph import Graph, Op, Value
@@ -82,7 +83,9 @@ class Target:
     # string when the form at hand is not (dtype limits, attribute limits …)
     capabilities: dict[str, Callable[[Op], str | None] | None]
     lower: Callable[..., bytes]  # lower(graph) -> the artifact's bytes
-    cpu_dependent: bool = False  # lower takes cpu= (bertc.cpu): its int8 kernels depend on the CPU kind
+    # write(graph, file): the same bytes written piece by piece, so a large model is not held twice
+    write: Callable[..., None] | None = None
+    cpu_dependent: bool = False  # lower and write take cpu= (bertc.cpu): int8 kernels depend on the CPU kind
 
     def for_cpu(self, kind: str) -> Target:
         """This target lowering for CPU kind ``kind`` (``--cpu``); unchanged if it does not depend on it."""
@@ -90,7 +93,16 @@ class Target:
             return self
         from functools import partial
 
-        return replace(self, lower=partial(self.lower, cpu=kind))
+        return replace(self, lower=partial(self.lower, cpu=kind),
+                       write=partial(self.write, cpu=kind) if self.write else None)
+
+    def lower_to(self, graph: Graph, path) -> None:
+        """Lower ``graph`` into the file ``path``."""
+        if self.write is None:
+            Path(path).write_bytes(self.lower(graph))
+            return
+        with open(path, "wb") as f:
+            self.write(graph, f)
 
     def check_legal(self, graph: Graph) -> None:
         """Refuse a graph the table cannot lower, naming every offending op at once."""

@@ -15,7 +15,7 @@ named after their weights; output is deterministic (same graph, same bytes).
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import onnx
@@ -462,6 +462,14 @@ def lower(graph: Graph, contrib: bool = True, names: dict[int, str] | None = Non
     ``names``, when given, is filled with id(IR value) -> its ONNX tensor name (a value
     whose op was folded into another node's has a name that no node produces).
     """
+    model, initializers = _lowered(graph, contrib, names, cpu)
+    model.graph.initializer.extend(initializers)
+    return model
+
+
+def _lowered(graph: Graph, contrib: bool = True, names: dict[int, str] | None = None,
+             cpu: str = "portable") -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+    """``lower``'s model without its initializers, and the initializers, in order."""
     if not contrib:
         graph = decomposed(graph)  # multi_head_attention spelled out in core ops, on a copy
     TARGET.check_legal(graph)  # every offending op named at once
@@ -498,7 +506,7 @@ def lower(graph: Graph, contrib: bool = True, names: dict[int, str] | None = Non
     read = {name for node in e.nodes for name in node.input}  # a folded lowering (quant_full's
     e.initializers = [t for t in e.initializers if t.name in read]  # int8 matmuls) leaves some unread
     onnx_graph = helper.make_graph(e.nodes, graph.name, [value_info(v.name, v.type) for v in graph.inputs],
-                                   outputs, initializer=e.initializers)
+                                   outputs)
     opsets = [helper.make_opsetid("", OPSET)]
     if any(n.domain == MS_DOMAIN for n in e.nodes):  # qmatmul, fusions: onnxruntime's contrib ops
         opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
@@ -511,13 +519,35 @@ def lower(graph: Graph, contrib: bool = True, names: dict[int, str] | None = Non
         names.update(e._names)
     logger.debug("lowered %s: %d nodes, %d initializers", graph.name, len(e.nodes),
                  len(e.initializers))
-    return model
+    return model, e.initializers
+
+
+def serialized(graph: Graph, cpu: str = "portable") -> Iterator[bytes]:
+    """The serialized model in pieces: first the model without its initializers, then each
+    initializer alone in a ModelProto.  Protobuf merges concatenated messages (an embedded
+    message merges, a repeated field appends), so the pieces joined are the whole model, while
+    only one weight's copy is serialized at a time and each is let go once written: BERT-base's
+    440 MB are held once, not three times (the IR's, the protobuf's and the bytes)."""
+    model, initializers = _lowered(graph, cpu=cpu)
+    yield model.SerializeToString(deterministic=True)
+    del model
+    initializers.reverse()
+    while initializers:
+        piece = onnx.ModelProto()
+        piece.graph.initializer.append(initializers.pop())
+        yield piece.SerializeToString(deterministic=True)
 
 
 def lower_bytes(graph: Graph, cpu: str = "portable") -> bytes:
     """The serialized model: what ``bertc compile --target onnx`` writes to model.onnx."""
-    return lower(graph, cpu=cpu).SerializeToString(deterministic=True)
+    return b"".join(serialized(graph, cpu))
+
+
+def write(graph: Graph, file: BinaryIO, cpu: str = "portable") -> None:
+    """Write the serialized model to ``file`` piece by piece (``serialized``)."""
+    for piece in serialized(graph, cpu):
+        file.write(piece)
 
 
 TARGET = Target(name="onnx", file_name="model.onnx", capabilities=CAPABILITIES, lower=lower_bytes,
-                cpu_dependent=True)
+                write=write, cpu_dependent=True)
