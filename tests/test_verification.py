@@ -136,8 +136,8 @@ def inject(monkeypatch):
         return lowered
 
     def apply(kind: str) -> None:
-        if kind == "onnx":  # the artifact and the op-by-op runner both lower through onnx.lower
-            monkeypatch.setattr(onnx_target, "lower", wrap(onnx_target.lower))
+        if kind == "onnx":  # the artifact (written piece by piece) and the op-by-op runner
+            monkeypatch.setattr(onnx_target, "_lowered", wrap(onnx_target._lowered))  # both lower here
         else:
             target = tflite_target.TARGET
             monkeypatch.setattr(tflite_target, "TARGET", dataclasses.replace(target, lower=wrap(target.lower)))
