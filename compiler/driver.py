@@ -416,6 +416,11 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
 
             ir_expected = record(ReferenceSession(graph), graph, feeds_list=[f for f, _ in expected.runs])
             lowering_parity = verify_artifacts(artifacts, ir_expected, _lowering_fidelity(graph, args.tolerance))
+    branches = {}
+    if expected is not None:
+        from .runtime.verify import branches_taken
+
+        branches = branches_taken(graph, [f for f, _ in expected.runs])
     verify_s = time.perf_counter() - t0
 
     params_after = graph.num_parameters()
@@ -437,6 +442,7 @@ def _lower_verify_report(args, graph, pm, targets, staging, expected, ops_import
         "verification_data": expected.data if expected is not None else None,
         "verification_against_final_ir": lowering_parity or None,
         "verification_op_by_op": op_parity or None,
+        "verification_branches": branches or None,  # tf.cond -> runs that took each branch
         "seconds": {**timings, "passes": round(sum(r.seconds for r in pm.records), 3),
                     "lower": round(lower_s, 3), "verify": round(verify_s, 3),
                     "total": round(time.perf_counter() - t_start, 3)},
@@ -462,6 +468,9 @@ def _print_summary(report: dict, out: Path) -> None:
         lines.append("  parity: not checked (--no-verify)")
     if report["cpu"].get("note"):
         lines.append(f"  note: {report['cpu']['note']}")
+    from .runtime.verify import untaken_branches
+
+    lines += [f"  note: {line}" for line in untaken_branches(report.get("verification_branches") or {})]
     lines.append(f"  {report['seconds']['total']:.1f} s; report.json has the details")
     print("\n".join(lines), file=sys.stderr)
 

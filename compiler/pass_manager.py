@@ -84,6 +84,15 @@ class Pass:
     """Base class.  Subclasses are frozen dataclasses; ``run`` says whether it changed the graph."""
 
     name: ClassVar[str] = ""
+    # Whether the pass also rewrites the graphs ops hold (cond's branches).  Local rewrites
+    # (folding, dce) say so, and every legalization pass (``legalizes``) does: an op a target
+    # lacks is rewritten wherever it is.  Passes that read the model as a whole (pruning,
+    # quantization, calibration) see a cond as one opaque op.
+    in_regions: ClassVar[bool] = False
+
+    @property
+    def rewrites_regions(self) -> bool:
+        return self.in_regions or bool(getattr(self, "legalizes", ()) or getattr(self, "legalizes_dtypes", ()))
 
     @property
     def uses_calibration(self) -> bool:
@@ -389,6 +398,9 @@ class PassManager:
             t0 = time.perf_counter()
             try:
                 changed = bool(p.run(graph, ctx))
+                if p.rewrites_regions:
+                    for region in list(graph.regions()):
+                        changed = bool(p.run(region, ctx)) or changed
                 if self.verify_each:
                     verify(graph)
             except BertcError as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -45,6 +46,8 @@ def op_key(op: Op):
 @dataclass(frozen=True)
 class CommonSubexpressionElimination(Pass):
     """Merge ops that compute the same thing from the same operands."""
+
+    in_regions: ClassVar[bool] = True  # also inside cond's branches
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         seen: dict = {}

@@ -9,6 +9,7 @@ it).  Weight transposes and casts fold away; the text form shows the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -73,6 +74,8 @@ def _name(op: Op, i: int) -> str:
 @dataclass(frozen=True)
 class FoldConstants(Pass):
     """Evaluate ops whose inputs are all known at compile time."""
+
+    in_regions: ClassVar[bool] = True  # also inside cond's branches
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         from bertc.ir.dce import eliminate_dead_code

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bertc.ir import Graph, Op, Value
+from bertc.ir.shape_vector import shape_vector
 from bertc.ir.types import dim_prod, is_static
 from bertc.ops.linalg import parse_equation
 from bertc.pass_manager import Pass, PassContext, register_pass
@@ -38,6 +39,15 @@ def _arrange(graph: Graph, op: Op, v: Value, spec: str, order: list[str]) -> Val
     return graph.add("transpose", [v], {"perm": perm}, op.loc, v.name + "_t", before=op).result
 
 
+def _reshape_at_run_time(graph: Graph, op: Op, v: Value, dims: list, what: str) -> Value:
+    """``v`` reshaped to ``dims`` (two or more of them symbolic), the target computed from the
+    shapes of the einsum's operands, which carry every symbol."""
+    target = shape_vector(graph, op, dims, [v, *op.operands])
+    if target is None:
+        raise Unsupported(f"{what} {v.type} into {list(dims)}: a dim is on none of the einsum's operands")
+    return graph.add("reshape", [v, target], {}, op.loc, v.name + "_r", before=op).result
+
+
 def _merge(graph: Graph, op: Op, v: Value, sizes: list[int]) -> Value:
     """Reshape consecutive axes of ``v`` into groups of ``sizes`` axes each (0 = a new 1-axis)."""
     if all(n == 1 for n in sizes):
@@ -51,8 +61,12 @@ def _merge(graph: Graph, op: Op, v: Value, sizes: list[int]) -> Value:
             prod = dim_prod(v.shape[pos:pos + n])
             target.append(int(prod) if is_static(prod) else -1)
         pos += n
-    if target.count(-1) > 1:
-        raise Unsupported(f"merging {v.type} into {len(sizes)} axes needs more than one inferred dim")
+    if target.count(-1) > 1:  # several symbolic groups: the target is read at run time
+        groups, pos = [], 0
+        for n in sizes:
+            groups.append(dim_prod(v.shape[pos:pos + n]) if n else 1)
+            pos += n
+        return _reshape_at_run_time(graph, op, v, groups, "merging")
     return graph.add("reshape", [v], {"shape": target}, op.loc, v.name + "_r", before=op).result
 
 
@@ -62,8 +76,8 @@ def _split(graph: Graph, op: Op, v: Value, dims: list) -> Value:
         return v
     target = [0 if i < v.type.rank and v.shape[i] == d else (int(d) if is_static(d) else -1)
               for i, d in enumerate(dims)]
-    if target.count(-1) > 1:
-        raise Unsupported(f"splitting {v.type} into {list(dims)} needs more than one inferred dim")
+    if target.count(-1) > 1:  # several symbolic dims: the target is read at run time
+        return _reshape_at_run_time(graph, op, v, list(dims), "splitting")
     return graph.add("reshape", [v], {"shape": target}, op.loc, v.name + "_s", before=op).result
 
 

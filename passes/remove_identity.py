@@ -6,6 +6,7 @@ tf-keras' fused layer norm lays its input out and back) is the identity on x."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from bertc.ir import UNKNOWN, Graph
 from bertc.pass_manager import Pass, PassContext, register_pass
@@ -15,6 +16,8 @@ from bertc.pass_manager import Pass, PassContext, register_pass
 @dataclass(frozen=True)
 class RemoveIdentity(Pass):
     """Remove identity ops (and casts to the same dtype, reshapes to the same shape)."""
+
+    in_regions: ClassVar[bool] = True  # also inside cond's branches
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         changed = False

@@ -12,6 +12,7 @@ shape subgraphs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from bertc.ir import Graph, Loc, Op
 from bertc.ir.types import UNKNOWN, is_static
@@ -129,6 +130,8 @@ def simplify(graph: Graph, op: Op) -> bool:
 @dataclass(frozen=True)
 class SimplifyShapes(Pass):
     """Fold shape computations into reshape/expand/tile/slice attributes."""
+
+    in_regions: ClassVar[bool] = True  # also inside cond's branches
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         from bertc.ir.dce import eliminate_dead_code

@@ -127,6 +127,44 @@ def _run_reference(reference, feeds: dict[str, np.ndarray], data: str) -> dict[s
                          "--verify-data FILE.npz with inputs it accepts (one array per input), or --no-verify.") from None
 
 
+def branches_taken(graph, runs: list[dict[str, np.ndarray]]) -> dict[str, dict[str, int]]:
+    """For each ``cond`` op (by its TF node): in how many of the verification runs its then
+    and its else branch ran.  A branch no run took is one that verification did not check."""
+    conds = {id(op.operands[0]): op for op in graph.ops if op.kind == "cond"}
+    if not conds:
+        return {}
+    from ..ir.interpreter import run_graph
+
+    counts = {op.loc.primary: {"then": 0, "else": 0} for op in conds.values()}
+    for feeds in runs:
+        seen: dict[str, set] = {name: set() for name in counts}
+
+        def observe(v, arr, seen=seen):
+            op = conds.get(id(v))
+            if op is not None:
+                seen[op.loc.primary].add("then" if bool(np.asarray(arr).reshape(-1)[0]) else "else")
+
+        preds = [op.operands[0] for op in conds.values() if op.operands[0].producer is None]
+        for v in preds:  # a predicate fed as a graph input
+            observe(v, feeds[v.name])
+        run_graph(graph, feeds, observe=observe)
+        for name, taken in seen.items():
+            for key in taken:
+                counts[name][key] += 1
+    return counts
+
+
+def untaken_branches(counts: dict[str, dict[str, int]]) -> list[str]:
+    """"cond 'X' took only its then branch …" for each cond with a branch no run took."""
+    out = []
+    for name, c in counts.items():
+        missing = [k for k in ("then", "else") if c[k] == 0]
+        if missing:
+            out.append(f"tf.cond '{name}' never took its {' or '.join(missing)} branch on the verification "
+                       "inputs, so that branch is unchecked (--verify-data FILE.npz with inputs that take it)")
+    return out
+
+
 VERIFY_SENTENCES = 32  # calibration sentences that verify a lossy pipeline (two batches of 16)
 
 

@@ -68,14 +68,14 @@ def test_unmapped_ops_are_listed_together(capsys, tmp_path):
                        "    Digamma (1x): 'Digamma'")
 
 
-def test_control_flow_is_refused(capsys, tmp_path):
+def test_a_loop_the_inputs_decide_is_refused(capsys, tmp_path):
     def loop(x):
         i, y = tf.while_loop(lambda i, y: i < 3, lambda i, y: (i + 1, y * 2.0), [tf.constant(0), x])
         return {"y": y}
 
     path = _save(tmp_path, loop, tf.TensorSpec([None], tf.float32, name="x"))
     code, _, err = run(capsys, "import", path)
-    assert_clean_error(code, err, "control flow (tf.while_loop, tf.cond) is not supported", "StatelessWhile (1x): 'while'")
+    assert_clean_error(code, err, "control flow the inputs decide is not supported", "StatelessWhile (1x): 'while'")
 
 
 def test_string_ops_are_refused(capsys, tmp_path):

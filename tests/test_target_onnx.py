@@ -311,6 +311,30 @@ case("attention_full_mask", "multi_head_attention", _Q, _K, _V, RNG.normal(size=
      num_heads=2, scale=0.35, atol=1e-5)
 case("attention_no_mask", "multi_head_attention", _Q, _K, _V, num_heads=4, atol=1e-5)
 
+# pooling (NHWC, as TF): SAME pads the odd element at the end; an average counts no padding
+_P = RNG.normal(size=(2, 5, 3, 4)).astype(np.float32)
+case("avg_pool_same", "avg_pool", _P, ksize=[2, 2], strides=[2, 1], padding="SAME")
+case("max_pool_valid", "max_pool", _P, ksize=[3, 1], strides=[2, 1], padding="VALID")
+
+
+def _cond_case(taken: bool) -> tuple[Graph, dict[str, np.ndarray]]:
+    """A cond whose branches return different lengths and read a weight of their own."""
+    g = Graph("single_op")
+    x = g.add_input("x", TensorType("f32", ("b", "s", 4)))
+    p = g.add_input("p", TensorType("bool", ()))
+    then = Graph("first_two")
+    tx = then.add_input("x", x.type)
+    then.outputs["y"] = then.add("slice", [tx], {"starts": [0], "ends": [2], "axes": [1]}).result
+    other = Graph("scaled")
+    ox = other.add_input("x", x.type)
+    other.outputs["y"] = other.add("mul", [ox, other.const(np.linspace(1, 2, 20, dtype=np.float32)[:4], "w")]).result
+    g.outputs["y"] = g.add("cond", [p, x], {"then": g.adopt(then), "else": g.adopt(other)}).result
+    return g, {"x": X, "p": np.array(taken)}
+
+
+CASES["cond_then"] = (lambda: _cond_case(True), 1e-6, 1e-5)
+CASES["cond_else"] = (lambda: _cond_case(False), 1e-6, 1e-5)
+
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_op_matches_reference(name: str) -> None:

@@ -447,6 +447,28 @@ CASES.update({
 })
 # fusions (issue 7): decomposed back into ADD + the layer-norm sequence / ADD + GELU.
 _X3, _S3 = rnd("f32", (2, 5, 16), -5, 5, seed=4), rnd("f32", (2, 5, 16), -5, 5, seed=5)
+
+
+def _cond(g: Graph, x: Value, p: Value) -> Value:
+    """A cond whose branches return different lengths and read a weight of their own."""
+    then = Graph("first_two")
+    tx = then.add_input("x", x.type)
+    then.outputs["y"] = then.add("slice", [tx], {"starts": [0], "ends": [2], "axes": [1]}).result
+    other = Graph("scaled")
+    ox = other.add_input("x", x.type)
+    other.outputs["y"] = other.add("mul", [ox, other.const(np.linspace(1, 2, 4, dtype=np.float32), "w")]).result
+    return g.add("cond", [p, x], {"then": g.adopt(then), "else": g.adopt(other)}).result
+
+
+_P4 = rnd("f32", (2, 5, 3, 4))
+CASES.update({
+    "avg_pool-same": Case({"x": ("f32", ("b", "s", 3, 4))}, op("avg_pool", ksize=[2, 2], strides=[2, 1],
+                                                                padding="SAME"), [{"x": _P4}], 1e-6),
+    "max_pool-valid": Case({"x": ("f32", ("b", "s", 3, 4))}, op("max_pool", ksize=[3, 1], strides=[2, 1],
+                                                                 padding="VALID"), [{"x": _P4}]),
+    "cond": Case({"x": ("f32", ("b", "s", 4)), "p": ("bool", ())}, _cond,
+                 [{"x": rnd("f32", (2, 3, 4)), "p": np.array(True)}, {"x": rnd("f32", (2, 3, 4)), "p": np.array(False)}]),
+})
 CASES.update({
     "skip_layer_norm-bias": Case({"x": ("f32", ("b", "s", 16)), "skip": ("f32", ("b", "s", 16))},
                                  op_c("skip_layer_norm", rnd("f32", (16,), seed=1), rnd("f32", (16,), seed=2),

@@ -347,6 +347,16 @@ def backward(graph: Graph, tape: Tape, output_grads: Mapping[str, np.ndarray],
         if id(v) in live:
             grads[id(v)] = grads.get(id(v), 0.0) + np.asarray(g, dtype=np.float64)
     result: dict[Value, np.ndarray] = {}
+    _sweep(graph, tape, grads, live, tap_ids, result)
+    for v, scale in taps.items():
+        result.setdefault(v, np.zeros(np.shape(scale)))
+    return result
+
+
+def _sweep(graph: Graph, tape: Tape, grads: dict[int, np.ndarray], live: set[int],
+           tap_ids: dict[int, tuple], result: dict) -> None:
+    """Carry ``grads`` (by value id) from the outputs back through ``graph``'s ops, in place;
+    each tap's scale gradient goes into ``result``."""
     for op in reversed(graph.ops):
         for r in op.results:  # a tapped result: its scale's gradient, then the gradient before scaling
             if id(r) in tap_ids and id(r) in grads:
@@ -360,18 +370,33 @@ def backward(graph: Graph, tape: Tape, output_grads: Mapping[str, np.ndarray],
         need = [id(v) in live for v in op.operands]
         if not any(need):
             continue
-        if len(op.results) != 1:
+        if op.kind == "cond":
+            operand_grads = _cond_vjp(op, tape, gs)
+        elif len(op.results) != 1:
             raise NoGradient(f"{op.kind} has several results")
-        fn = VJP.get(op.kind)
-        if fn is None:
-            raise NoGradient(f"no gradient rule for '{op.kind}' at {op.loc} (it lies between a tap and the loss)")
-        xs = [tape.env[id(v)] for v in op.operands]
-        for v, n, g in zip(op.operands, need, fn(op, xs, tape.env[id(op.result)], gs[0], need)):
+        else:
+            fn = VJP.get(op.kind)
+            if fn is None:
+                raise NoGradient(f"no gradient rule for '{op.kind}' at {op.loc} (it lies between a tap and the loss)")
+            xs = [tape.env[id(v)] for v in op.operands]
+            operand_grads = fn(op, xs, tape.env[id(op.result)], gs[0], need)
+        for v, n, g in zip(op.operands, need, operand_grads):
             if n and g is not None:
                 grads[id(v)] = grads[id(v)] + g if id(v) in grads else np.asarray(g, dtype=np.float64)
-    for v, scale in taps.items():
-        result.setdefault(v, np.zeros(np.shape(scale)))
-    return result
+
+
+def _cond_vjp(op: Op, tape: Tape, gs: list) -> list:
+    """A cond's operand gradients: those of the branch this run took, run again on its own
+    arguments (taps inside a branch are not supported; pruning sees a cond as one op)."""
+    taken = op.attrs["then" if bool(np.asarray(tape.env[id(op.operands[0])]).reshape(-1)[0]) else "else"]
+    sub = forward(taken, {x.name: tape.env[id(v)] for x, v in zip(taken.inputs, op.operands[1:])})
+    live = _depends_on(taken, {id(x) for x in taken.inputs})
+    grads: dict[int, np.ndarray] = {}
+    for v, g in zip(taken.outputs.values(), gs):
+        if g is not None and id(v) in live:
+            grads[id(v)] = grads.get(id(v), 0.0) + np.asarray(g, dtype=np.float64)
+    _sweep(taken, sub, grads, live, {}, {})
+    return [None] + [grads.get(id(x)) for x in taken.inputs]
 
 
 def tap_gradients(graph: Graph, feeds: Mapping[str, np.ndarray], taps: Mapping[Value, np.ndarray],

@@ -1,7 +1,7 @@
 """Vector-Jacobian rules for the indexing ops foreign graphs use between a tap and the loss.
 
-gather_nd, the scatters, pad, tile, reduce_max/min, and the piecewise-constant
-rounding ops.  Importing this module registers them in ``autodiff.VJP``.
+gather_nd, the scatters, pad, tile, reduce_max/min, avg_pool/max_pool, and the
+piecewise-constant rounding ops.  Importing this module registers them in ``autodiff.VJP``.
 Integer operands (indices, shapes) never need a gradient: ``autodiff``'s
 liveness only follows float values.
 """
@@ -89,3 +89,30 @@ def _mod(op, xs, y, g, need):
     if need[1]:
         raise NoGradient("mod by a value on the path to the loss")
     return [g, None]
+
+
+@rule("avg_pool", "max_pool")
+def _pool(op, xs, y, g, need):
+    """Each output's gradient goes back over its window: split evenly among the elements inside
+    the input (avg_pool), or to the window's first largest element (max_pool, as TF)."""
+    from ..ops.pooling import window
+
+    (x,) = xs
+    (kh, kw), (sh, sw), pad = op.attrs["ksize"], op.attrs["strides"], op.attrs["padding"]
+    n, h, w, c = x.shape
+    (oh, ph), (ow, pw) = window(h, kh, sh, pad), window(w, kw, sw, pad)
+    dx = np.zeros(x.shape, np.float64)
+    for i in range(oh):
+        r0, r1 = max(i * sh - ph, 0), min(i * sh - ph + kh, h)
+        for j in range(ow):
+            c0, c1 = max(j * sw - pw, 0), min(j * sw - pw + kw, w)
+            gij = g[:, i, j, :]
+            if op.kind == "avg_pool":
+                dx[:, r0:r1, c0:c1, :] += gij[:, None, None, :] / ((r1 - r0) * (c1 - c0))
+                continue
+            win = x[:, r0:r1, c0:c1, :].reshape(n, -1, c)
+            first = win.argmax(axis=1)  # [n, c]: the first largest element, in row-major order
+            rows, cols = np.divmod(first, c1 - c0)
+            bi, ci = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
+            np.add.at(dx, (bi, r0 + rows, c0 + cols, ci), gij)
+    return [dx]

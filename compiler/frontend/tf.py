@@ -1,9 +1,11 @@
 """Import a frozen TensorFlow graph into the IR, op by op, through one handler table.
 
 Every TF op with no handler is collected and reported at once, each with its
-node name, before anything is built.  Loops and string ops are refused with a
-reason; a ``tf.cond`` whose predicate the shapes decide is imported as the
-branch it takes (``conditionals.py``).  Inputs keep their signature names and dtypes.
+node name, before anything is built.  Loops the inputs decide and string ops
+are refused with a reason.  A ``tf.cond`` whose predicate the shapes decide is
+imported as the branch it takes, one only the data decides as a ``cond`` op
+holding both (``conditionals.py``); a loop over constants is run once at import
+(``loops.py``).  Inputs keep their signature names and dtypes.
 
 Unknown input dims become symbols, one per dim the graph ties together: BERT's
 ids, mask and token types meet in the embeddings and the attention mask, so they
@@ -212,8 +214,9 @@ def _refuse(node) -> str | None:
         return ("Python calls (tf.py_function, tf.numpy_function) are not supported: their code is not in the "
                 "graph; write that step in TF ops")
     if node.op in CONTROL_FLOW:
-        return ("control flow (tf.while_loop, tf.cond) is not supported: BERT inference has none, "
-                "so export the model without loops or conditionals")
+        return ("control flow the inputs decide is not supported (a tf.while_loop whose loop variables "
+                "depend on the inputs, or TF1 Switch/Merge on the data): bertc keeps a tf.cond as a cond op "
+                "and runs a loop over constants at import, but has no loops; export the model without it")
     types = [a.type for k, a in node.attr.items() if k in ("T", "dtype", "DstT", "SrcT", "out_type", "Tparams")]
     if 7 in types:  # DT_STRING
         return "string ops are not supported: export a model that takes token ids, not text"
@@ -314,13 +317,18 @@ def _translate(model: FrozenModel, nodes: dict[str, Any], order: list[str],
 
 
 def check_supported(source: str, nodes: dict[str, Any], order: list[str], placeholders: set[str]) -> None:
-    """Every node in ``order`` has a handler: else one error listing all that lack one."""
+    """Every node in ``order`` has a handler: else one error listing all that lack one.
+    A tf.cond is imported (conditionals.py), and so is a loop over constants (loops.py)."""
+    from .loops import LOOPS, from_constants
+
     problems: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for name in order:
         node = nodes[name]
         if node.op == "Placeholder" and name in placeholders:
             continue
-        why = None if node.op in CONDITIONALS else _refuse(node) or (None if node.op in HANDLERS else NO_HANDLER)
+        if node.op in CONDITIONALS or (node.op in LOOPS and from_constants(nodes, name, placeholders)):
+            continue
+        why = _refuse(node) or (None if node.op in HANDLERS else NO_HANDLER)
         if why:
             problems[why][node.op].append(clean_name(name))
     if problems:
@@ -332,6 +340,7 @@ def check_supported(source: str, nodes: dict[str, Any], order: list[str], placeh
 def import_nodes(ctx: ImportContext, nodes: dict[str, Any], order: list[str], env: dict[str, list]) -> None:
     """Translate ``order``'s nodes into ``ctx.graph``; ``env`` maps node names to their values."""
     from .conditionals import import_cond
+    from .loops import LOOPS, import_loop
 
     for name in order:
         if name in env:
@@ -349,7 +358,12 @@ def import_nodes(ctx: ImportContext, nodes: dict[str, Any], order: list[str], en
             if any(not isinstance(v, Value) and v is not None for v in ins) and not getattr(fn, "complex_aware", False):
                 raise OpError("it reads a complex value; bertc imports complex tensors only from Complex "
                               "through FFT/FFT2D to Real/Imag")
-            out = import_cond(ctx, node, ins) if node.op in CONDITIONALS else fn(ctx, node, ins)
+            if node.op in CONDITIONALS:
+                out = import_cond(ctx, node, ins)
+            elif node.op in LOOPS:
+                out = import_loop(ctx, node, ins)
+            else:
+                out = fn(ctx, node, ins)
         except OpError as e:
             raise BertcError(f"{ctx.source}: cannot import {node.op} '{clean_name(name)}': {e}") from None
         env[name] = out if isinstance(out, list) else [out]

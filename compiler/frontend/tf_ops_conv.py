@@ -1,4 +1,4 @@
-"""TF convolution handlers: Conv2D and DepthwiseConv2dNative as shifted slices.
+"""TF convolution handlers: Conv2D and DepthwiseConv2dNative as shifted slices; AvgPool and MaxPool.
 
 Transformers use convolutions along the sequence (ConvBERT's span-based
 dynamic convolution is a Keras SeparableConv1D: a depthwise then a 1x1
@@ -95,3 +95,18 @@ def _depthwise(ctx, node, ins):
                                 ctx.const(np.ascontiguousarray(w[i, j]), f"{ctx.name}/kernel_{i}_{j}")])
         terms.append(ctx.emit("reshape", [wide], {"shape": [0, 0, 0, c * mult]}))
     return _sum(ctx, x, terms, c * mult)
+
+
+@handler("AvgPool", "MaxPool")
+def _pool(ctx: ImportContext, node, ins: list[Value]) -> Value:
+    """tf.nn.avg_pool / max_pool (and their 1-D forms, which TF writes as 4-D with height 1)."""
+    if ctx.attr("data_format", "NHWC") != "NHWC":
+        raise OpError("only NHWC pooling is supported (TF's CPU kernels run no other)")
+    ksize, strides = [int(k) for k in ctx.attr("ksize")], [int(s) for s in ctx.attr("strides")]
+    if len(ksize) != 4 or ksize[0] != 1 or ksize[3] != 1 or strides[0] != 1 or strides[3] != 1:
+        raise OpError(f"pooling over the batch or channel axis is not supported (ksize {ksize}, strides {strides})")
+    padding = ctx.attr("padding")
+    if padding not in ("SAME", "VALID"):
+        raise OpError(f"padding {padding!r} is not supported (SAME or VALID)")
+    kind = "avg_pool" if node.op == "AvgPool" else "max_pool"
+    return ctx.emit(kind, [ins[0]], {"ksize": ksize[1:3], "strides": strides[1:3], "padding": padding})

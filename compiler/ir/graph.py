@@ -1,6 +1,8 @@
 """The IR's data structures: ``Graph``, ``Op``, ``Value`` and ``Loc``.
 
-One flat, topologically ordered list of ops in SSA form.  Every ``Value`` knows
+One flat, topologically ordered list of ops in SSA form.  An op may hold whole
+graphs as attributes (``cond``'s branches): closed regions with their own inputs,
+which share the weight names of the graph around them.  Every ``Value`` knows
 its producer and its uses, so rewrites go through ``replace_all_uses_with`` and
 ``Op.set_operand`` and the use lists stay right.  Types are inferred by the op
 registry when an op is created, so a graph built through ``Graph.add`` is typed.
@@ -214,6 +216,23 @@ class Graph:
     def unique_const_name(self, name: str) -> str:
         return self._const_names.claim(name)
 
+    def adopt(self, region: "Graph") -> "Graph":
+        """Make ``region`` (a branch of one of this graph's ops) share this graph's weight
+        names, so that every weight of the whole graph has one name (``weights()``)."""
+        for name in region.weights():
+            self._const_names.reserve(name)
+        for g in [region, *region.regions()]:
+            g._const_names = self._const_names
+        return region
+
+    def regions(self) -> Iterator["Graph"]:
+        """The graphs held by this graph's ops (cond's branches), nested ones too."""
+        for op in self.ops:
+            for v in op.attrs.values():
+                if isinstance(v, Graph):
+                    yield v
+                    yield from v.regions()
+
     def erase(self, op: Op) -> None:
         """Remove an op whose results are unused."""
         for r in op.results:
@@ -260,12 +279,16 @@ class Graph:
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def weights(self) -> dict[str, np.ndarray]:
-        return {op.attrs["name"]: op.attrs["value"] for op in self.ops if op.kind == "const"}
+        """Every constant by weight name, those of the regions (cond's branches) included."""
+        out = {op.attrs["name"]: op.attrs["value"] for op in self.ops if op.kind == "const"}
+        for g in self.regions():
+            out.update((op.attrs["name"], op.attrs["value"]) for op in g.ops if op.kind == "const")
+        return out
 
     def num_parameters(self, min_size: int = 2) -> tuple[int, int]:
-        """(elements, bytes) over constants with at least ``min_size`` elements."""
+        """(elements, bytes) over constants with at least ``min_size`` elements, regions included."""
         n = b = 0
-        for op in self.ops:
+        for op in (op for g in (self, *self.regions()) for op in g.ops):
             if op.kind == "const" and op.attrs["value"].size >= min_size:
                 n += op.attrs["value"].size
                 b += op.attrs["value"].nbytes

@@ -1,7 +1,10 @@
 """Parse the text form back into a ``Graph`` (the inverse of ``printer``).
 
 Constants printed by weight name (``@name``) take their data from ``weights``,
-the arrays stored beside the text.  Errors name the line and column.
+the arrays stored beside the text.  A text may hold several ``func``s: the
+regions of ops such as ``cond`` come first and are named by the ops that hold
+them (``then=@cond_then``); the last ``func`` is the graph.  Errors name the
+line and column.
 """
 
 from __future__ import annotations
@@ -167,43 +170,57 @@ def _key(c: _Line) -> str:
 
 # ------------------------------------------------------------------ the graph
 def parse_graph(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
-    """Parse one ``func``.  ``weights`` supplies the data of ``@name`` constants."""
+    """Parse a graph: its regions' ``func``s, then its own.  ``weights`` supplies the data
+    of ``@name`` constants."""
     weights = weights or {}
+    funcs: dict[str, Graph] = {}  # the funcs parsed so far, by name: regions for later ops
     graph: Graph | None = None
     values: dict[str, Value] = {}
     out_names: list[str] = []
     analyses: dict[str, Any] = {}
-    finished = False
     for line_no, raw in enumerate(text.splitlines(), 1):
         stripped = raw.strip()
         if not stripped or stripped.startswith("//"):
             continue
-        if stripped.startswith("#") and graph is None:
+        if stripped.startswith("#") and graph is None and not funcs:
             key, _, js = stripped[1:].partition("=")
             analyses[key.strip()] = json.loads(js)
             continue
         c = _Line(stripped, line_no)
         if graph is None:
+            if not c.peek("func"):
+                raise c.error("expected 'func'")
+            values, out_names = {}, []
             graph = _parse_header(c, values, out_names)
-            graph.analyses.update(analyses)
             continue
-        if finished:
-            raise c.error("text after the end of the function")
         if c.peek("}"):
-            finished = True
+            if graph.name in funcs:
+                raise c.error(f"func @{graph.name} is defined twice")
+            funcs[graph.name] = graph
+            graph = None
             continue
         if c.peek("return"):
             _parse_return(c, graph, values, out_names)
             continue
-        _parse_op(c, graph, values, weights)
-    if graph is None:
-        raise ParseError("no 'func' found", 1, text.splitlines()[0] if text else "")
-    if not finished:
+        _parse_op(c, graph, values, weights, funcs)
+    if graph is not None:
         raise ParseError("missing closing '}'", len(text.splitlines()), text.splitlines()[-1])
-    return graph
+    if not funcs:
+        raise ParseError("no 'func' found", 1, text.splitlines()[0] if text else "")
+    main = list(funcs.values())[-1]
+    main.analyses.update(analyses)
+    used = {id(r) for r in main.regions()}
+    for name, g in funcs.items():
+        if g is not main and id(g) not in used:
+            raise ParseError(f"func @{name} is not the graph (the last func) nor a region any op of it holds",
+                             1, text.splitlines()[0])
+    for region in [op.attrs[k] for op in main.ops for k, v in op.attrs.items() if isinstance(v, Graph)]:
+        main.adopt(region)
+    return main
 
 
 def _parse_header(c: _Line, values: dict[str, Value], out_names: list[str]) -> Graph:
+    """The ``func @name(%in: type, ...) -> (outs) {`` line."""
     c.next(value="func")
     name = c.next("weight")[1:]
     graph = Graph(json.loads(name) if name.startswith('"') else name)
@@ -243,7 +260,8 @@ def _lookup(c: _Line, values: dict[str, Value]) -> Value:
     return values[ref]
 
 
-def _parse_op(c: _Line, graph: Graph, values: dict[str, Value], weights: Mapping[str, np.ndarray]) -> None:
+def _parse_op(c: _Line, graph: Graph, values: dict[str, Value], weights: Mapping[str, np.ndarray],
+              funcs: Mapping[str, Graph]) -> None:
     names = [c.next("value")[1:]]
     while c.accept(","):
         names.append(c.next("value")[1:])
@@ -278,6 +296,13 @@ def _parse_op(c: _Line, graph: Graph, values: dict[str, Value], weights: Mapping
                     c.next(value=",")
                 key = c.next("ident")
                 c.next(value="=")
+                if c.peek(kind="weight"):  # a region: a func defined above
+                    ref = c.next()[1:]
+                    ref = json.loads(ref) if ref.startswith('"') else ref
+                    if ref not in funcs:
+                        raise c.error(f"func @{ref} is not defined above this op")
+                    attrs[key] = funcs[ref]
+                    continue
                 lit = _parse_literal(c)
                 attrs[key] = np.asarray(lit[1]) if isinstance(lit, tuple) else lit
     c.next(value=":")

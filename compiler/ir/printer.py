@@ -8,6 +8,9 @@
     }
 
 Output is deterministic and ``parse(print(g))`` prints the same text again.
+An op holding graphs (``cond``'s branches) names them as ``@func`` attributes;
+each such region prints as a ``func`` of its own before the graph that uses it,
+so the last ``func`` of a text is the graph itself.
 Constants with more than ``INLINE_LIMIT`` elements print by weight name; their
 data goes beside the text (see ``bertc.ir.serialize``).
 """
@@ -74,6 +77,7 @@ class Namer:
     def __init__(self) -> None:
         self.names: dict[int, str] = {}
         self.taken = UniqueNames()
+        self.regions: dict[int, str] = {}  # id(region graph) -> its func name in this text
 
     def name(self, v: Value) -> str:
         key = id(v)
@@ -108,7 +112,8 @@ def format_op(op: Op, namer: Namer) -> str:
     else:
         if op.operands:
             parts.append(", ".join(namer.ref(v) for v in op.operands))
-        attrs = [f"{k}={format_attr(v)}" for k, v in op.attrs.items() if v is not None]
+        attrs = [f"{k}={_region_ref(v, namer) if isinstance(v, Graph) else format_attr(v)}"
+                 for k, v in op.attrs.items() if v is not None]
         if attrs:
             parts.append("{" + ", ".join(attrs) + "}")
     types = ", ".join(str(r.type) for r in op.results)
@@ -118,24 +123,41 @@ def format_op(op: Op, namer: Namer) -> str:
     return " ".join(parts)
 
 
+def _region_ref(region: Graph, namer: Namer) -> str:
+    return format_weight_name(namer.regions.get(id(region), region.name))
+
+
 def _key(name: str) -> str:
     return name if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name) else json.dumps(name)
 
 
 def print_graph(graph: Graph) -> str:
-    namer = Namer()
     lines: list[str] = []
     for key, value in sorted(graph.analyses.items()):
         try:
             lines.append(f"#{key} = {json.dumps(value, sort_keys=True)}")
         except TypeError:
             continue  # analyses that are not plain data stay in memory only
+    funcs = UniqueNames()
+    _print_func(graph, lines, funcs, {}, funcs.claim(graph.name))
+    return "\n".join(lines) + "\n"
+
+
+def _print_func(graph: Graph, lines: list[str], funcs: UniqueNames, regions: dict[int, str],
+                name: str) -> None:
+    """``graph`` as one ``func``, after the funcs of the regions its ops hold."""
+    namer = Namer()
+    for op in graph.ops:
+        for v in op.attrs.values():
+            if isinstance(v, Graph) and id(v) not in regions:
+                regions[id(v)] = funcs.claim(_HINT_CLEAN.sub("_", v.name) or "region")
+                _print_func(v, lines, funcs, regions, regions[id(v)])
+    namer.regions = regions
     args = ", ".join(f"%{namer.name(v)}: {v.type}" for v in graph.inputs)
     outs = ", ".join(_key(k) for k in graph.outputs)
-    lines.append(f"func @{graph.name}({args}) -> ({outs}) {{")
+    lines.append(f"func {format_weight_name(name)}({args}) -> ({outs}) {{")
     for op in graph.ops:
         lines.append("  " + format_op(op, namer))
     rets = ", ".join(f"{_key(name)}={namer.ref(v)}" for name, v in graph.outputs.items())
     lines.append(f"  return {rets}")
     lines.append("}")
-    return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .graph import Op
+from .graph import Graph, Op
 from .types import TensorType
 
 REQUIRED = object()
@@ -27,6 +27,7 @@ _ATTR_CHECKS: dict[str, Callable[[Any], bool]] = {
     "ints": lambda v: isinstance(v, (list, tuple)) and all(_ATTR_CHECKS["int"](x) for x in v),
     "floats": lambda v: isinstance(v, (list, tuple)) and all(_ATTR_CHECKS["float"](x) for x in v),
     "array": lambda v: isinstance(v, np.ndarray),
+    "graph": lambda v: isinstance(v, Graph),  # a region: cond's branches
     "any": lambda v: True,
 }
 

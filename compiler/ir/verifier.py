@@ -59,3 +59,10 @@ def verify(graph: Graph) -> None:
     for name, v in graph.outputs.items():
         if id(v) not in defined:
             raise VerifyError(f"output '{name}' is not defined in the graph")
+    for op in graph.ops:  # the regions (cond's branches) are graphs of their own
+        for key, region in op.attrs.items():
+            if isinstance(region, Graph):
+                try:
+                    verify(region)
+                except VerifyError as e:
+                    raise VerifyError(f"in its {key} branch: {e}", op) from None

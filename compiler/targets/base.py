@@ -113,8 +113,9 @@ class Target:
                                                 f"(run a legalization pass first): {lines}")
 
     def unsupported(self, graph: Graph) -> list[Unsupported]:
+        """Every op this target cannot lower, those inside cond's branches included."""
         out = []
-        for op in graph.ops:
+        for op in (op for g in (graph, *graph.regions()) for op in g.ops):
             if op.kind not in self.capabilities:
                 out.append(Unsupported(op, f"{op.kind} has no {self.name} equivalent"))
                 continue

@@ -280,6 +280,78 @@ def _lower_gather(e: Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
     e.node("Gather", [ins[0], guarded], outs, axis=op.attrs["axis"])
 
 
+def _pool(op_type: str) -> Lowering:
+    """AveragePool / MaxPool on the NCHW transpose of the IR's NHWC; TF's SAME puts the odd
+    padding element at the end (SAME_UPPER), and an average counts no padding."""
+    def lower(e: Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+        extra = {"count_include_pad": 0} if op_type == "AveragePool" else {}
+        nchw = e.node("Transpose", [ins[0]], perm=[0, 3, 1, 2])
+        pooled = e.node(op_type, [nchw], kernel_shape=op.attrs["ksize"], strides=op.attrs["strides"],
+                        auto_pad="SAME_UPPER" if op.attrs["padding"] == "SAME" else "VALID", **extra)
+        e.node("Transpose", [pooled], outs, perm=[0, 2, 3, 1])
+    return lower
+
+
+def _emit_ops(e: Emitter, graph: Graph) -> None:
+    """Lower every live op of ``graph`` (the model's, or a cond branch's) into ``e``."""
+    for op in graph.ops:
+        if not _is_live(op, graph):
+            continue
+        e.op = op
+        if op.kind == "const" and e.name_of_bound(op.result) is None:
+            value = op.attrs["value"]
+            if value.size <= INLINE_LIMIT:
+                # Small literals print inline, so their weight names don't survive the
+                # text form: share one initializer per value, named by the value.
+                e.bind(op.result, e.const(value))
+                continue
+            e.bind(op.result, e.unique(op.attrs["name"]))
+        ins = [e.name_of(v) for v in op.operands]
+        outs = [e.name_of(r) for r in op.results]
+        try:
+            _LOWERINGS[op.kind](e, op, ins, outs)
+        except LoweringError:
+            raise
+        except Exception as err:  # a lowering bug or an odd attribute: say which op
+            raise LoweringError(op, f"{type(err).__name__}: {err}") from err
+    e.op = None
+
+
+def _names_read(nodes) -> set[str]:
+    """Every tensor name the nodes read, those read inside If branches included (a branch
+    reads the values around it by name)."""
+    read = set()
+    for node in nodes:
+        read.update(node.input)
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                read |= _names_read(a.g.node)
+    return read
+
+
+def _lower_cond(e: Emitter, op: Op, ins: list[str], outs: list[str]) -> None:
+    """An ONNX If whose branches are lowered in the scope of the model: a branch reads the op's
+    arguments by their outer names, and every name stays unique across the scopes."""
+    branches = {}
+    for key in ("then", "else"):
+        region = op.attrs[key]
+        sub = Emitter(region)
+        sub.contrib, sub.cpu, sub._taken, sub._node_names = e.contrib, e.cpu, e._taken, e._node_names
+        for x, name in zip(region.inputs, ins[1:]):
+            sub.bind(x, name)
+        _emit_ops(sub, region)
+        e.op = op
+        outputs = []
+        for out, (name, v) in zip(outs, region.outputs.items()):
+            branch_out = sub.unique(f"{out}/{key}")
+            sub.op = op
+            sub.node("Identity", [sub.name_of(v)], [branch_out])
+            outputs.append(value_info(branch_out, v.type))
+        branches[key] = helper.make_graph(sub.nodes, sub.unique(f"{outs[0]}/{key}_branch"), [], outputs,
+                                          initializer=sub.initializers)
+    e.node("If", [ins[0]], outs, then_branch=branches["then"], else_branch=branches["else"])
+
+
 _CORE: dict[str, Lowering] = {
     **{k: _simple(v) for k, v in {**_UNARY, **_BINARY}.items()},
     "const": _lower_const,
@@ -319,6 +391,9 @@ _CORE: dict[str, Lowering] = {
     "gather_nd": _lower_gather_nd,
     "argmax": _arg_reduce("ArgMax"),
     "argmin": _arg_reduce("ArgMin"),
+    "cond": _lower_cond,
+    "avg_pool": _pool("AveragePool"),
+    "max_pool": _pool("MaxPool"),
 }
 
 
@@ -405,6 +480,9 @@ CAPABILITIES: dict[str, Check | None] = {
     "sign": _dtypes(_NUM),
     "mod": _dtypes(_NUM),
     "pad": None,
+    "cond": None,
+    "avg_pool": _dtypes(frozenset({"f32"})),
+    "max_pool": _dtypes(frozenset({"f32"})),
     "nonzero": _dtypes(frozenset({"bool", "f32", "i32", "i64", "u8"})),
     "gather_nd": None,
     **{k: _dtypes(_F | {"i8", "u8", "i32"}) for k in ("argmax", "argmin")},
@@ -477,34 +555,14 @@ def _lowered(graph: Graph, contrib: bool = True, names: dict[int, str] | None = 
     e.contrib = contrib
     e.cpu = resolve_cpu(cpu)
     _reserve_io_names(e, graph)
-    for op in graph.ops:
-        if not _is_live(op, graph):
-            continue
-        e.op = op
-        if op.kind == "const" and e.name_of_bound(op.result) is None:
-            value = op.attrs["value"]
-            if value.size <= INLINE_LIMIT:
-                # Small literals print inline, so their weight names don't survive the
-                # text form: share one initializer per value, named by the value.
-                e.bind(op.result, e.const(value))
-                continue
-            e.bind(op.result, e.unique(op.attrs["name"]))
-        ins = [e.name_of(v) for v in op.operands]
-        outs = [e.name_of(r) for r in op.results]
-        try:
-            _LOWERINGS[op.kind](e, op, ins, outs)
-        except LoweringError:
-            raise
-        except Exception as err:  # a lowering bug or an odd attribute: say which op
-            raise LoweringError(op, f"{type(err).__name__}: {err}") from err
-    e.op = None
+    _emit_ops(e, graph)
     outputs = []
     for name, v in graph.outputs.items():
         if e.name_of(v) != name:
             e.node("Identity", [e.name_of(v)], [name])
         outputs.append(value_info(name, v.type))
-    read = {name for node in e.nodes for name in node.input}  # a folded lowering (quant_full's
-    e.initializers = [t for t in e.initializers if t.name in read]  # int8 matmuls) leaves some unread
+    read = _names_read(e.nodes)  # a folded lowering (quant_full's int8 matmuls) leaves some unread
+    e.initializers = [t for t in e.initializers if t.name in read]
     onnx_graph = helper.make_graph(e.nodes, graph.name, [value_info(v.name, v.type) for v in graph.inputs],
                                    outputs)
     opsets = [helper.make_opsetid("", OPSET)]

@@ -25,7 +25,7 @@ from ..diagnostics import BertcError
 from ..ir.graph import Graph, Op
 from ..ir.decompose import DECOMPOSED, decomposed
 from .base import LoweringError, Target
-from .tflite_builder import Lower, Lowering
+from .tflite_builder import B, Lower, Lowering, options
 from .tflite_checks import F32, F32_I32, LITE_DTYPES, NUMERIC, Check, dtypes, tensor_limits
 from .tflite_core import REDUCERS, CORE_LOWERINGS
 from .tflite_fused import FUSED_LOWERINGS
@@ -44,6 +44,18 @@ def lower_bytes(graph: Graph) -> bytes:
     TARGET.check_legal(graph)  # every offending op named at once
     ctx = Lowering(graph)
     inputs = [(v.name, ctx.result(v)) for v in graph.inputs]
+    outputs = _lower_ops(ctx, graph, [i for _, i in inputs])
+    log.debug("lowered %s to tflite: %d operators", graph.name, len(ctx.mb.operators))
+    try:
+        return ctx.mb.finish(inputs, outputs, SIGNATURE_KEY, graph.name)
+    except ValueError as e:  # too large for one flatbuffer
+        raise BertcError(str(e), "Quantize the weights first (quant_int8) or use the onnx target.") from e
+
+
+def _lower_ops(ctx: Lowering, graph: Graph, inputs: list[int]) -> list[tuple[str, int]]:
+    """Lower ``graph``'s ops (the model's, or a cond branch's) into the subgraph being written;
+    its outputs as (name, tensor).  An output that is an input or a constant gets a copy:
+    a subgraph's outputs are tensors its operators write."""
     for op in graph.ops:
         if op.kind == "const":
             continue  # written on first use
@@ -55,7 +67,7 @@ def lower_bytes(graph: Graph) -> bytes:
         except Exception as err:  # a lowering bug or an odd attribute: say which op
             raise LoweringError(op, f"{type(err).__name__}: {err}") from err
     ctx.op = None
-    taken = {i for _, i in inputs}
+    taken = set(inputs)
     outputs = []
     for name, v in graph.outputs.items():
         idx = ctx.tensor(v)
@@ -63,11 +75,22 @@ def lower_bytes(graph: Graph) -> bytes:
             idx = ctx.copy(idx, name, v.dtype, v.shape)
         taken.add(idx)
         outputs.append((name, idx))
-    log.debug("lowered %s to tflite: %d operators", graph.name, len(ctx.mb.operators))
-    try:
-        return ctx.mb.finish(inputs, outputs, SIGNATURE_KEY, graph.name)
-    except ValueError as e:  # too large for one flatbuffer
-        raise BertcError(str(e), "Quantize the weights first (quant_int8) or use the onnx target.") from e
+    return outputs
+
+
+def _lower_cond(ctx: Lowering, op: Op) -> None:
+    """TFLite IF: each branch becomes a subgraph of the model, taking the op's arguments."""
+    indices = []
+    for key in ("then", "else"):
+        region = op.attrs[key]
+        saved = ctx.mb.begin_subgraph()
+        sub = Lowering(region, ctx.mb)
+        inputs = [sub.result(v) for v in region.inputs]
+        outputs = _lower_ops(sub, region, inputs)
+        indices.append(ctx.mb.end_subgraph(saved, inputs, [i for _, i in outputs], region.name))
+    ctx.op = op
+    ctx.emit(B.IF, [ctx.tensor(v) for v in op.operands], [ctx.result(r) for r in op.results],
+             options("IfOptionsT", thenSubgraphIndex=indices[0], elseSubgraphIndex=indices[1]))
 
 
 # --------------------------------------------------------------------------- capabilities
@@ -110,9 +133,9 @@ CAPABILITIES: dict[str, Check | None] = {
     "nonzero": dtypes(frozenset({"bool"})),
     "gather_nd": dtypes(LITE_DTYPES),
     **{k: dtypes(NUMERIC) for k in ("argmax", "argmin")},
+    "avg_pool": dtypes(F32), "max_pool": dtypes(F32),
+    "cond": None,  # its branches' ops are checked one by one (Target.unsupported)
 }
-# erf (no builtin; gelu is), einsum, cumprod, scatter_nd_update and scatter_nd_add are
-# left out on purpose: legalization passes rewrite them before this target.
 # erf (no builtin; gelu is), einsum, cumprod, scatter_nd_update and scatter_nd_add are
 # left out on purpose: legalization passes rewrite them before this target.
 CAPABILITIES.update({
@@ -128,7 +151,7 @@ CAPABILITIES.update({
 # The lowering table, read in this one place: the core ops, the fused ops, the quantized ops, and
 # quant_full's int8 FULLY_CONNECTED, which takes over matmul and skips the add, quantize and
 # dequantize ops it stands for.
-_BASE: dict[str, Lower] = {**CORE_LOWERINGS, **FUSED_LOWERINGS, **QUANT_LOWERINGS}
+_BASE: dict[str, Lower] = {**CORE_LOWERINGS, **FUSED_LOWERINGS, **QUANT_LOWERINGS, "cond": _lower_cond}
 _LOWERINGS: dict[str, Lower] = {**_BASE, "matmul": int8_dense_or(_BASE["matmul"]),
                                 **{k: skip_folded(_BASE[k]) for k in ("add", "quantize", "dequantize")}}
 

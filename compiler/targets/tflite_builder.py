@@ -110,7 +110,8 @@ class AlignedBuffer(schema.BufferT):
 
 @dataclass
 class ModelBuilder:
-    """Accumulates one subgraph and serialises it as a TFLite model."""
+    """Accumulates the main subgraph (and the branch subgraphs of IF ops) and serialises them
+    as a TFLite model.  ``tensors`` and ``operators`` are those of the subgraph being written."""
 
     description: str = "bertc"
     tensors: list[schema.TensorT] = field(default_factory=list)
@@ -121,6 +122,23 @@ class ModelBuilder:
     _names: UniqueNames = field(default_factory=UniqueNames)
     _const_cache: dict[tuple, int] = field(default_factory=dict)
     weight_bytes: int = 0
+    branches: list[schema.SubGraphT] = field(default_factory=list)  # subgraphs 1, 2, … in order
+
+    # ------------------------------------------------------------ subgraphs
+    def begin_subgraph(self) -> tuple:
+        """Start writing a new subgraph; returns what ``end_subgraph`` restores."""
+        saved = (self.tensors, self.operators, self._const_cache)
+        self.tensors, self.operators, self._const_cache = [], [], {}
+        return saved
+
+    def end_subgraph(self, saved: tuple, inputs: Sequence[int], outputs: Sequence[int], name: str) -> int:
+        """Finish the subgraph begun by ``begin_subgraph``; returns its index in the model."""
+        sub = schema.SubGraphT()
+        sub.tensors, sub.operators, sub.name = self.tensors, self.operators, name
+        sub.inputs, sub.outputs = list(inputs), list(outputs)
+        self.branches.append(sub)
+        self.tensors, self.operators, self._const_cache = saved
+        return len(self.branches)
 
     # ------------------------------------------------------------ tensors
     def unique_name(self, name: str) -> str:
@@ -203,7 +221,7 @@ class ModelBuilder:
         model.version = SCHEMA_VERSION
         model.description = self.description
         model.operatorCodes = self.opcodes
-        model.subgraphs = [sub]
+        model.subgraphs = [sub, *self.branches]
         model.buffers = self.buffers
         model.signatureDefs = [sig]
 
@@ -252,9 +270,9 @@ def builtin_name(code: int) -> str:
 class Lowering:
     """Maps IR values to TFLite tensors while one graph is lowered."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, mb: ModelBuilder | None = None) -> None:
         self.graph = graph
-        self.mb = ModelBuilder(description=f"bertc: {graph.name}")
+        self.mb = mb or ModelBuilder(description=f"bertc: {graph.name}")  # a branch shares the model's
         self.names = Namer()
         for v in graph.inputs:  # the printer's naming order, so names match the text form
             self.names.name(v)

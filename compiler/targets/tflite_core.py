@@ -252,6 +252,18 @@ def _scatter_nd(ctx: Lowering, op: Op) -> None:
              options("ScatterNdOptionsT"))
 
 
+@lowers("avg_pool", "max_pool")
+def _pool(ctx: Lowering, op: Op) -> None:
+    """AVERAGE_POOL_2D / MAX_POOL_2D: NHWC as the IR's, SAME or VALID as TF's."""
+    from .tflite_builder import schema
+
+    (kh, kw), (sh, sw) = op.attrs["ksize"], op.attrs["strides"]
+    code = B.AVERAGE_POOL_2D if op.kind == "avg_pool" else B.MAX_POOL_2D
+    padding = schema.Padding.SAME if op.attrs["padding"] == "SAME" else schema.Padding.VALID
+    ctx.emit(code, [ctx.tensor(op.operands[0])], [ctx.result(op.result)],
+             options("Pool2DOptionsT", padding=padding, strideW=sw, strideH=sh, filterWidth=kw, filterHeight=kh))
+
+
 @lowers("pad")
 def _pad(ctx: Lowering, op: Op) -> None:
     """PADV2 with int32 [rank, 2] paddings (TF's layout, as the IR keeps it) and the fill value."""

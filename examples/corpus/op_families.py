@@ -343,6 +343,29 @@ def relpos_deberta_f64(m, ids, mask):
     return m.classify(m.layer(m.embed(ids), bias)[:, 0])
 
 
+def cond_on_padding(m, ids, mask):
+    """tf.cond on the data (is any position padding?), same shapes either way: kept as a cond op."""
+    h = m.embed(ids)
+    padded = tf.reduce_any(tf.equal(mask, 0))
+    bias = tf.cond(padded, lambda: m.mask_bias(mask), lambda: tf.zeros_like(m.mask_bias(mask)))
+    return m.classify(m.layer(h, bias)[:, 0])
+
+
+def cond_pool_long_inputs(m, ids, mask):
+    """Funnel's form: average-pool the sequence by two, only when it is longer than 4 tokens (a
+    tf.cond on a length, with a different length out of each branch), then attend."""
+    h = m.layer(m.embed(ids), m.mask_bias(mask))
+    pooled = tf.cond(tf.shape(h)[1] > 4, lambda: tf.nn.avg_pool1d(h, 2, 2, "SAME"), lambda: h)
+    return m.classify(tf.reduce_max(pooled, axis=1))
+
+
+def while_over_constants(m, ids, mask):
+    """A tf.while_loop over constants (the gcd tf.signal.frame computes): run once at import."""
+    gcd, _ = tf.while_loop(lambda a, b: b > 0, lambda a, b: (b, a % b), (tf.constant(12), tf.constant(18)))
+    h = m.layer(m.embed(ids), m.mask_bias(mask))
+    return m.classify(h[:, 0] / tf.cast(gcd, tf.float32))
+
+
 def while_loop_refusal(m, ids, mask):
     """A tf.while_loop whose trip count is the longest sequence: data-dependent, so bertc must refuse it."""
     h = m.layer(m.embed(ids), m.mask_bias(mask))
@@ -357,8 +380,8 @@ MODELS: dict[str, Callable] = {fn.__name__: fn for fn in (
     gather_last_token, gather_nd_last_token, one_hot_prefix_lm, one_hot_embedding, cumsum_positions,
     cumsum_reverse_exclusive, cumprod_causal, unsorted_segment_mean_pool, segment_sum_pool, pad_to_multiple,
     concat_pad_to_multiple, fill_tile_broadcast, split_fused_qkv, unstack_fused_qkv, rounding_positions,
-    floormod_local_positions, cond_same_length, cond_static_hidden, relpos_t5_f64, relpos_deberta_f64,
-    while_loop_refusal)}
+    floormod_local_positions, cond_same_length, cond_static_hidden, cond_on_padding, cond_pool_long_inputs,
+    while_over_constants, relpos_t5_f64, relpos_deberta_f64, while_loop_refusal)}
 
 
 def build_one(name: str, out_dir: Path) -> dict:
