@@ -20,7 +20,8 @@ Peers are compared with TF on one batch (2 x 11, the second row padded);
 bertc's parity is what ``bertc compile`` verified (batch 1 and 4, sequence 8
 and 19, or the model's verify.npz).  A failure cell holds the failure's first
 line, cut to 80 characters.  It also lists every TF op type seen across the
-corpus and how many of them bertc's importer maps (bertc.frontend.tf.HANDLERS).
+corpus and how many of them bertc's importer maps (bertc.frontend.tf.HANDLERS, plus
+tf.cond and tf.while_loop, which conditionals.py and loops.py import).
 
     python benchmarks/coverage.py [--corpus DIR] [--only NAME,...] [--md docs/coverage.md] > coverage.json
 
@@ -263,7 +264,8 @@ def _converter_error(e: Exception) -> str:
 # --------------------------------------------------------------------------- driver
 def run(manifest: list[dict], peers: bool = True) -> dict:
     from bertc.frontend import tf_ops  # noqa: F401  (fills HANDLERS)
-    from bertc.frontend.tf import HANDLERS
+    from bertc.frontend.loops import LOOPS
+    from bertc.frontend.tf import CONDITIONALS, HANDLERS
     from bertc.frontend.tf_loader import load_model
     from bertc.quiet import native_stderr_silenced
 
@@ -288,7 +290,9 @@ def run(manifest: list[dict], peers: bool = True) -> dict:
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows[name] = row
             log(f"{name}: {row.get('import')} / {row.get('onnx', '-')} / {row.get('tflite', '-')} ({row['seconds']} s)")
-    mapped = sorted(t for t in op_types if t in HANDLERS or t == "Placeholder")
+    # tf.cond and tf.while_loop have no handler: conditionals.py and loops.py import them (a loop
+    # only over constants)
+    mapped = sorted(t for t in op_types if t in HANDLERS or t in CONDITIONALS or t in LOOPS or t == "Placeholder")
     unmapped = sorted(set(op_types) - set(mapped))
     return {"models": rows,
             "tf_ops": {"seen": len(op_types), "mapped": len(mapped), "unmapped": unmapped,
@@ -374,7 +378,10 @@ A failure cell holds the first line of the error, cut to 80 characters. A tf2onn
 conversion counts as `ok` when it returns a model, even where it only warned about
 ops it could not convert; onnxruntime then refuses to load that model.
 `while_loop_refusal` loops a data-dependent number of times; bertc is meant to
-refuse it with one message (exit code 2).
+refuse it with one message (exit code 2). `hf_longformer` is refused for the same
+reason: `tf.signal.frame` computes a gcd of its window and a step derived from the
+sequence length in a `tf.while_loop`. A `tf.cond` only the data decides (Funnel's
+pooling, `cond_on_padding`) compiles to ONNX `If` and TFLite `IF`.
 
 ## Results
 
