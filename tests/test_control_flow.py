@@ -243,6 +243,29 @@ def test_cond_prints_parses_and_runs_each_branch():
     np.testing.assert_array_equal(run_graph(copy, {"x": x, "p": np.array(False)})["y"], -x)
 
 
+def test_a_branch_weight_named_like_another_keeps_its_own_values(tmp_path):
+    """A branch and the graph around it may both hold a weight called ``w`` (TF names them by
+    node, per function); adopting the branch renames its one, so the dump keeps both arrays."""
+    from bertc.ir.serialize import load, save
+
+    g = Graph("main")
+    x = g.add_input("x", TensorType("f32", ("b", 20)))
+    p = g.add_input("p", TensorType("bool", ()))
+    outer = g.add("mul", [x, g.const(np.full((20,), 3.0, np.float32), "w")]).result
+    then = Graph("scaled")
+    tx = then.add_input("x", x.type)
+    then.outputs["y"] = then.add("mul", [tx, then.const(np.full((20,), 5.0, np.float32), "w")]).result
+    other = Graph("same")
+    other.outputs["y"] = other.add("identity", [other.add_input("x", x.type)]).result
+    g.outputs["y"] = g.add("cond", [p, outer], {"then": g.adopt(then), "else": g.adopt(other)}).result
+    assert g.adopt(then) is then and len(g.weights()) == 2  # adopting twice renames nothing more
+    save(g, tmp_path / "g.bir")
+    back = load(tmp_path / "g.bir")
+    ones = np.ones((1, 20), np.float32)
+    np.testing.assert_array_equal(run_graph(back, {"x": ones, "p": np.array(True)})["y"], ones * 15)
+    np.testing.assert_array_equal(run_graph(back, {"x": ones, "p": np.array(False)})["y"], ones * 3)
+
+
 def test_a_broken_branch_is_caught_by_the_verifier():
     g = _two_branch_graph()
     cond = g.ops_of("cond")[0]

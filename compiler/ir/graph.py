@@ -218,10 +218,15 @@ class Graph:
 
     def adopt(self, region: "Graph") -> "Graph":
         """Make ``region`` (a branch of one of this graph's ops) share this graph's weight
-        names, so that every weight of the whole graph has one name (``weights()``)."""
-        for name in region.weights():
-            self._const_names.reserve(name)
+        names, so that every weight of the whole graph has one name (``weights()``, the
+        ``.npz`` beside a dump).  A branch constant whose name the graph already uses for
+        another constant is renamed, never merged with it."""
         for g in [region, *region.regions()]:
+            if g._const_names is self._const_names:
+                continue  # adopted already
+            for op in g.ops:
+                if op.kind == "const" and not self._const_names.reserve(op.attrs["name"]):
+                    op.attrs["name"] = self._const_names.claim(op.attrs["name"])
             g._const_names = self._const_names
         return region
 

@@ -117,8 +117,7 @@ def save(graph: Graph, path: Path, store: Path | None = None) -> None:
     indexes them.
     """
     path = Path(path)
-    big = {op.attrs["name"]: op.attrs["value"] for op in graph.ops
-           if op.kind == "const" and op.attrs["value"].size > INLINE_LIMIT}
+    big = {name: value for name, value in graph.weights().items() if value.size > INLINE_LIMIT}  # branches' too
     if big and store is not None:
         big = _store_arrays(big, Path(store), path.parent)
     items: list[tuple[Path, bytes | str | dict]] = [(weights_path(path), big)] if big else []

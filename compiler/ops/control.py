@@ -18,8 +18,6 @@ ops inside a branch are not pruned or quantized.
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import numpy as np
 
 from ..ir.graph import Graph, Op
@@ -31,14 +29,6 @@ BRANCHES = ("then", "else")
 
 def branches(op: Op) -> tuple[Graph, Graph]:
     return op.attrs["then"], op.attrs["else"]
-
-
-def regions(graph: Graph) -> Iterator[Graph]:
-    """Every sub-graph reachable from ``graph``'s ops (branches of branches too), parents first."""
-    for op in graph.ops:
-        for key in BRANCHES if op.kind == "cond" else ():
-            yield op.attrs[key]
-            yield from regions(op.attrs[key])
 
 
 def _local_dims(g: Graph) -> set:
